@@ -1,0 +1,202 @@
+"""The layout of one checkpoint: every tensor's role, layer and depth.
+
+Built from the model's ``config.json`` (which host, which backbone, its depths)
+and the tensor headers of its weight files (what is really there). Backbone
+tensors are aligned across hosts by their canonical name inside the backbone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Literal
+
+import torch
+from transformers import AutoConfig, PretrainedConfig
+
+from layerseg_merge.architectures.base import BackboneFamily, Host
+from layerseg_merge.checkpoint import TensorHeader, read_tensor_headers
+
+Role = Literal["backbone", "head"]
+
+
+class UnsupportedArchitecture(ValueError):
+    """A checkpoint whose host or backbone has no definition."""
+
+
+class IncompatibleModels(ValueError):
+    """Two checkpoints that cannot be merged (backbone config or tensor shapes differ)."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    role: Role
+    layer: int | None
+    depth: float | None
+    canonical: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True, eq=False)
+class ModelLayout:
+    """Roles and depths of every tensor of one checkpoint, in forward order."""
+
+    path: str
+    architecture: str
+    family: BackboneFamily
+    signature: dict[str, object]
+    layers: tuple[tuple[TensorInfo, ...], ...]
+    heads: tuple[TensorInfo, ...]
+    tensors: dict[str, TensorInfo] = field(init=False, repr=False)
+    _by_canonical: dict[str, TensorInfo] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        backbone = [t for layer in self.layers for t in layer]
+        object.__setattr__(self, "tensors", {t.name: t for t in (*backbone, *self.heads)})
+        object.__setattr__(self, "_by_canonical", {t.canonical: t for t in backbone})
+
+    def counterpart(self, info: TensorInfo) -> TensorInfo | None:
+        """This model's tensor that lines up with ``info`` of another model, if any."""
+        if info.role == "backbone":
+            return self._by_canonical.get(info.canonical)
+        return self.tensors.get(info.name)
+
+
+def _registry() -> tuple[dict[str, Host], dict[str, BackboneFamily]]:
+    from layerseg_merge.architectures import FAMILIES, HOSTS
+
+    return HOSTS, FAMILIES
+
+
+def supported_architectures() -> list[str]:
+    return sorted(_registry()[0])
+
+
+def host_for(config: PretrainedConfig, where: str) -> tuple[Host, BackboneFamily, PretrainedConfig]:
+    """The host definition, backbone family and backbone config of ``config``."""
+    hosts, families = _registry()
+    architecture = (config.architectures or ["<none>"])[0]
+    host = hosts.get(architecture)
+    if host is None:
+        raise UnsupportedArchitecture(
+            f"{where}: architecture {architecture!r} is not supported by layerseg-merge; "
+            f"supported: {', '.join(sorted(hosts))}"
+        )
+    backbone_config = host.backbone_config(config)
+    family = families.get(backbone_config.model_type)
+    if family is None:
+        raise UnsupportedArchitecture(
+            f"{where}: backbone type {backbone_config.model_type!r} inside {architecture} "
+            f"is not supported; supported backbones: {', '.join(sorted(families))}"
+        )
+    return host, family, backbone_config
+
+
+def build_layout(
+    path: str, config: PretrainedConfig, headers: dict[str, TensorHeader]
+) -> ModelLayout:
+    """Assign every tensor in ``headers`` a role, layer and depth."""
+    host, family, backbone_config = host_for(config, path)
+    canonical_layers = family.layers(backbone_config)
+    last = max(len(canonical_layers) - 1, 1)
+    layers: list[tuple[TensorInfo, ...]] = []
+    claimed: set[str] = set()
+    for index, names in enumerate(canonical_layers):
+        depth = index / last if len(canonical_layers) > 1 else 1.0
+        infos = []
+        for canonical in names:
+            name = host.prefix + host.to_host(canonical)
+            header = headers.get(name)
+            if header is None:
+                if host.optional(canonical):
+                    continue
+                raise IncompatibleModels(
+                    f"{path}: tensor {name!r} required by the {family.name} definition of "
+                    f"{host.architecture} is missing from the checkpoint; check that config.json "
+                    "matches the weights"
+                )
+            infos.append(
+                TensorInfo(name, "backbone", index, depth, canonical, header.shape, header.dtype)
+            )
+            claimed.add(name)
+        layers.append(tuple(infos))
+    heads = tuple(
+        TensorInfo(name, "head", None, None, name, header.shape, header.dtype)
+        for name, header in headers.items()
+        if name not in claimed
+    )
+    return ModelLayout(
+        path=path,
+        architecture=host.architecture,
+        family=family,
+        signature=family.signature(backbone_config),
+        layers=tuple(layers),
+        heads=heads,
+    )
+
+
+def _stamp(path: str) -> tuple[float, ...]:
+    return tuple(
+        os.stat(os.path.join(path, name)).st_mtime_ns
+        for name in sorted(os.listdir(path))
+        if name.endswith((".json", ".safetensors", ".bin"))
+    )
+
+
+@lru_cache(maxsize=64)
+def _cached_layout(path: str, stamp: tuple[float, ...]) -> ModelLayout:
+    config = AutoConfig.from_pretrained(path)
+    return build_layout(path, config, read_tensor_headers(path))
+
+
+def layout_of(path: str) -> ModelLayout:
+    """The layout of the checkpoint directory ``path`` (cached while its files are unchanged)."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: not a model directory (expected config.json + weights)")
+    return _cached_layout(os.path.abspath(path), _stamp(path))
+
+
+def layout_of_config(config: PretrainedConfig) -> ModelLayout:
+    """The layout of the checkpoint that ``config`` was loaded from."""
+    path = getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None)
+    if not path or not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"layerseg-merge needs local model directories; config was loaded from {path!r}"
+        )
+    return layout_of(path)
+
+
+def _first_difference(a: dict, b: dict) -> str:
+    for key in a:
+        if a[key] != b.get(key):
+            return f"{key}: {a[key]!r} vs {b.get(key)!r}"
+    return "no difference"
+
+
+def check_compatible(anchor: ModelLayout, other: ModelLayout) -> None:
+    """Raise :class:`IncompatibleModels` unless ``other`` can be merged into ``anchor``."""
+    if anchor.family != other.family:
+        raise IncompatibleModels(
+            f"backbones differ: anchor {anchor.path} has a {anchor.family.name} backbone, "
+            f"{other.path} a {other.family.name} one; only models sharing one backbone can be merged"
+        )
+    if anchor.signature != other.signature:
+        raise IncompatibleModels(
+            f"backbone configs differ between anchor {anchor.path} and {other.path} "
+            f"({_first_difference(anchor.signature, other.signature)}); "
+            "layer-wise merging needs identical backbone configs"
+        )
+    same_host = anchor.architecture == other.architecture
+    for info in anchor.tensors.values():
+        if info.role == "head" and not same_host:
+            continue
+        twin = other.counterpart(info)
+        if twin is not None and twin.shape != info.shape:
+            raise IncompatibleModels(
+                f"shape mismatch for tensor {info.name!r}: {list(info.shape)} in anchor {anchor.path} "
+                f"vs {list(twin.shape)} ({twin.name!r}) in {other.path}; "
+                "these models cannot be merged tensor by tensor"
+            )

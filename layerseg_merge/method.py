@@ -1,0 +1,183 @@
+"""The mergekit merge method ``layerwise_seg``: schedule coefficients plus a buffer policy.
+
+The kernel looks each output tensor up in the anchor's layout (role, depth,
+stored dtype), asks :mod:`layerseg_merge.schedule` for the coefficients and sums.
+A before-planning check (:meth:`LayerwiseSegMerge.validate_inputs`) refuses
+unsupported or incompatible models before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from functools import lru_cache
+from typing import Annotated
+
+import torch
+from mergekit.common import ModelReference
+from mergekit.io.tasks import LoaderCache
+from mergekit.merge_methods import (
+    BasePolicy,
+    InputContract,
+    OptionalTensorPolicy,
+    PerInput,
+    TensorGroup,
+    merge_method,
+)
+from mergekit.merge_methods.easy_define import FunctionalGroupMergeMethod
+from pydantic import AfterValidator
+
+from layerseg_merge.architectures import ModelLayout, check_compatible, layout_of
+from layerseg_merge.schedule import (
+    BUFFER_POLICIES,
+    HEAD_POLICIES,
+    SHAPES,
+    ScheduleSettings,
+    check_choice,
+    check_unit_interval,
+    coefficients,
+)
+
+METHOD_NAME = "layerwise_seg"
+
+
+def _choice(name: str, choices: Sequence[str]):
+    return Annotated[str, AfterValidator(lambda value: check_choice(name, value, choices))]
+
+
+def _unit(name: str):
+    return Annotated[float, AfterValidator(lambda value: check_unit_interval(name, value))]
+
+
+def _non_negative(value: float) -> float:
+    if value < 0:
+        raise ValueError(f"layerwise_seg: weight must be >= 0; got {value}")
+    return value
+
+
+def model_layout(model: Hashable) -> ModelLayout:
+    """The layout of a mergekit input (a :class:`ModelReference` to a local directory)."""
+    if not isinstance(model, ModelReference):
+        raise TypeError(
+            "layerwise_seg reads each tensor's depth from the anchor's checkpoint; "
+            "run it through a mergekit recipe (mergekit-yaml, `layerseg merge` or run_merge)"
+        )
+    return layout_of(model.model.path)
+
+
+def _running_mean_of(model: ModelReference, variance_name: str, device: torch.device) -> torch.Tensor:
+    name = variance_name[: -len("running_var")] + "running_mean"
+    return LoaderCache().get(model).get_tensor(name, device="cpu").to(device, torch.float32)
+
+
+def layerwise_seg_kernel(
+    group: TensorGroup,
+    weight: PerInput[Annotated[float, AfterValidator(_non_negative)]] = 1.0,
+    uniform_until: _unit("uniform_until") = 0.5,
+    anchor_max: _unit("anchor_max") = 1.0,
+    schedule: _choice("schedule", SHAPES) = "linear",
+    heads: _choice("heads", HEAD_POLICIES) = "anchor",
+    buffers: _choice("buffers", BUFFER_POLICIES) = "pooled",
+) -> torch.Tensor:
+    anchor = model_layout(group.base.id)
+    info = anchor.tensors[group.metadata.name]
+    # A head only merges with inputs of the anchor's own host.
+    entries = [
+        e for e in group.entries
+        if info.role == "backbone" or e.is_base or model_layout(e.id).architecture == anchor.architecture
+    ]
+    anchor_index = next(i for i, e in enumerate(entries) if e.is_base)
+    settings = ScheduleSettings(uniform_until, anchor_max, schedule, heads)
+    c = coefficients([weight[e.id] for e in entries], anchor_index, info.role, info.depth, settings)
+    is_buffer = info.name.endswith(("running_mean", "running_var"))
+    if is_buffer and buffers == "anchor":
+        return group.base.tensor.to(info.dtype)
+    accumulate = torch.float64 if group.base.tensor.dtype == torch.float64 else torch.float32
+    stack = torch.stack([e.tensor.to(accumulate) for e in entries])
+    c_t = torch.tensor(c, dtype=accumulate, device=stack.device).view(-1, *[1] * (stack.dim() - 1))
+    merged = (c_t * stack).sum(0)
+    if is_buffer and buffers == "pooled" and info.name.endswith("running_var"):
+        means = torch.stack([
+            _running_mean_of(e.id, model_layout(e.id).counterpart(info).name, stack.device) for e in entries
+        ]).to(accumulate)
+        pooled_mean = (c_t * means).sum(0)
+        merged = merged + (c_t * (means - pooled_mean) ** 2).sum(0)
+    return merged.to(info.dtype)
+
+
+class LayerwiseSegMerge(FunctionalGroupMergeMethod):
+    """``layerwise_seg`` with a before-planning check of the whole set of models."""
+
+    def validate_inputs(
+        self,
+        input_ids: Sequence[Hashable],
+        base_id: Hashable | None = None,
+        *,
+        group_name: str | None = None,
+    ) -> None:
+        where = f" ({group_name})" if group_name else ""
+        if base_id is None or base_id not in input_ids:
+            raise ValueError(
+                f"layerwise_seg needs an anchor{where}: set `base_model:` in the recipe to one of "
+                "the models being merged"
+            )
+        if len(input_ids) < 2:
+            raise ValueError(
+                f"layerwise_seg merges at least 2 models{where}; got {len(input_ids)}. "
+                "List the models to merge under `models:`"
+            )
+        super().validate_inputs(input_ids, base_id, group_name=group_name)
+        if all(isinstance(i, ModelReference) for i in input_ids):
+            _check_models(tuple(input_ids), base_id)
+
+
+@lru_cache(maxsize=64)
+def _check_models(models: tuple[ModelReference, ...], anchor: ModelReference) -> None:
+    anchor_layout = model_layout(anchor)
+    for model in models:
+        if model != anchor:
+            check_compatible(anchor_layout, model_layout(model))
+
+
+_spec = merge_method(
+    layerwise_seg_kernel,
+    name=METHOD_NAME,
+    pretty_name="Layer-wise segmentation merge",
+    reference_url="https://arxiv.org/abs/2409.15813",
+    contract=InputContract(base=BasePolicy.REQUIRED, min_inputs=2),
+    optional_tensor_policy=OptionalTensorPolicy.PASSTHROUGH_BASE_SINGLETON,
+).spec
+layerwise_seg = LayerwiseSegMerge(_spec, layerwise_seg_kernel)
+
+
+def _keep_anchor_integers() -> None:
+    """Let integer tensors (``num_batches_tracked``, index buffers) be the anchor's.
+
+    mergekit 0.1.5 copies a non-float tensor only when every input holds the same
+    value and fails otherwise, before any method sees it; BatchNorm counters
+    differ between any two trainings. For ``layerwise_seg`` only, the anchor's
+    value is kept, with its dtype.
+    """
+    from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
+
+    original = ExecuteMergeMethodTask.execute
+    if getattr(original, "_layerseg", False):
+        return
+
+    def execute(self, tensors, **kwargs):
+        if self.method_name == METHOD_NAME:
+            anchor = tensors.get(self.base_model)
+            if anchor is not None and not anchor.is_floating_point():
+                return anchor
+        return original(self, tensors, **kwargs)
+
+    execute._layerseg = True
+    ExecuteMergeMethodTask.execute = execute
+
+
+def register_method() -> None:
+    """Register ``layerwise_seg`` with mergekit's registry (idempotent)."""
+    from mergekit.merge_methods import registry
+
+    if METHOD_NAME not in {m.spec.name for m in registry.registered_methods()}:
+        registry.register(layerwise_seg)
+    _keep_anchor_integers()

@@ -1,0 +1,36 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import save_model, tiny_segformer_config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def segformers(tmp_path_factory) -> list[Path]:
+    """Three tiny random SegFormers (same config, different weights and BN statistics)."""
+    from transformers import SegformerForSemanticSegmentation
+
+    root = tmp_path_factory.mktemp("segformers")
+    config = tiny_segformer_config()
+    paths = [save_model(SegformerForSemanticSegmentation, config, root / f"m{i}", seed=i) for i in range(3)]
+    (paths[0] / "preprocessor_config.json").write_text(
+        '{"image_processor_type": "SegformerImageProcessor", "do_resize": false}'
+    )
+    return paths
+
+
+def run_in_process(recipe: Path, out: Path, **options) -> Path:
+    """Run a recipe through mergekit's own Python API (run_merge)."""
+    import yaml
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    import layerseg_merge  # noqa: F401
+
+    config = MergeConfiguration.model_validate(yaml.safe_load(recipe.read_text()))
+    run_merge(config, str(out), MergeOptions(quiet=True, copy_tokenizer=False, **options))
+    return out

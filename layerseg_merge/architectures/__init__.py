@@ -15,7 +15,7 @@ from mergekit.architecture import ModelArchitecture, ModuleArchitecture, ModuleD
 from mergekit.architecture.base import WeightInfo
 from transformers import PretrainedConfig
 
-from layerseg_merge.architectures import segformer
+from layerseg_merge.architectures import hierarchical, segformer, vit
 from layerseg_merge.architectures.base import BackboneFamily, Host
 from layerseg_merge.architectures.layout import (
     IncompatibleModels,
@@ -30,10 +30,12 @@ from layerseg_merge.architectures.layout import (
 
 FAMILIES: dict[str, BackboneFamily] = {
     model_type: family
-    for family in (segformer.SEGFORMER,)
+    for family in (segformer.SEGFORMER, hierarchical.SWIN, hierarchical.CONVNEXT, vit.VIT)
     for model_type in family.model_types
 }
-HOSTS: dict[str, Host] = {host.architecture: host for host in (*segformer.HOSTS,)}
+HOSTS: dict[str, Host] = {
+    host.architecture: host for host in (*segformer.HOSTS, *hierarchical.HOSTS, *vit.HOSTS)
+}
 
 
 def _weight_info(info: TensorInfo, optional: bool) -> WeightInfo:
@@ -58,7 +60,8 @@ class SegmentationModuleArchitecture(ModuleArchitecture):
         return [_weight_info(t, optional=False) for t in layout_of_config(config).layers[index]]
 
     def post_weights(self, config: PretrainedConfig) -> list[WeightInfo]:
-        # Heads are the anchor's; inputs of another host simply lack them.
+        # Heads (and host-specific backbone tensors) carry the anchor's names;
+        # inputs of another host simply lack them.
         return [_weight_info(t, optional=True) for t in layout_of_config(config).heads]
 
 

@@ -1,20 +1,19 @@
 """The data that describes a vision segmentation architecture.
 
-A *backbone family* says how a backbone's hierarchical blocks flatten into one
-ordered list of layers (from its config alone). A *host* says where that
-backbone sits inside a transformers model class. Everything in a checkpoint that
-is not backbone is a head.
+A *backbone family* places every tensor of a backbone on one global, ordered
+list of layers (hierarchical stages flattened in forward order), from the
+backbone's config. A *host* says where that backbone sits inside a transformers
+model class. Everything in a checkpoint that is not backbone is a head.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import PretrainedConfig
-
-LayerNames = list[list[str]]
 
 
 def own_config(config: PretrainedConfig) -> PretrainedConfig:
@@ -33,36 +32,72 @@ def nested_backbone_config(config: PretrainedConfig) -> PretrainedConfig:
     return backbone
 
 
+def stage_offsets(depths: Sequence[int]) -> list[int]:
+    """Global index of the first block of each stage."""
+    offsets, total = [], 0
+    for depth in depths:
+        offsets.append(total)
+        total += depth
+    return offsets
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One placement rule: a regex over canonical names and the layer it maps a match to."""
+
+    pattern: str
+    layer: Callable[[re.Match, PretrainedConfig], int]
+
+
 @dataclass(frozen=True)
 class BackboneFamily:
-    """How one backbone family flattens into layers.
+    """How one backbone family places its tensors on layers.
 
-    ``layers(config)`` returns, per global layer index in forward order, the
-    canonical tensor names (relative to the backbone's root module) of that
-    layer. ``signature_keys`` are the config fields that must agree for two
-    backbones to be merged.
+    ``rules`` are tried in order on a tensor's canonical name (relative to the
+    backbone's root); the first match gives its layer. Names no rule matches are
+    not backbone (they are heads or extras). ``host_specific`` marks placed
+    tensors that only some hosts have (per-stage output norms, a final norm):
+    they keep their depth but merge only among inputs of the anchor's host.
+    ``signature_keys`` are the config fields that must agree across models.
     """
 
     name: str
     model_types: tuple[str, ...]
-    layers: Callable[[PretrainedConfig], LayerNames]
+    num_layers: Callable[[PretrainedConfig], int]
+    rules: tuple[Rule, ...]
     signature_keys: tuple[str, ...]
+    host_specific: tuple[str, ...] = ()
+    _compiled: tuple[tuple[re.Pattern, Rule], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", tuple((re.compile(r.pattern), r) for r in self.rules))
+
+    def layer_of(self, canonical: str, config: PretrainedConfig) -> int | None:
+        for pattern, rule in self._compiled:
+            if match := pattern.fullmatch(canonical):
+                return rule.layer(match, config)
+        return None
+
+    def is_host_specific(self, canonical: str) -> bool:
+        return any(re.fullmatch(p, canonical) for p in self.host_specific)
 
     def signature(self, config: PretrainedConfig) -> dict[str, Any]:
         return {key: getattr(config, key, None) for key in self.signature_keys}
+
+
+def identity(name: str) -> str:
+    return name
 
 
 @dataclass(frozen=True)
 class Host:
     """Where a backbone sits inside one transformers architecture.
 
-    ``to_host`` turns a canonical backbone name into the name this host's own
-    backbone module uses (hosts with a forked backbone rename a few tensors);
-    ``optional`` lists canonical names that this host may lack.
+    ``canonical`` turns a name inside the host's backbone module into the
+    family's canonical name (hosts with a forked backbone rename a few tensors).
     """
 
     architecture: str
     prefix: str
     backbone_config: Callable[[PretrainedConfig], PretrainedConfig] = own_config
-    to_host: Callable[[str], str] = field(default=lambda name: name)
-    optional: Callable[[str], bool] = field(default=lambda name: False)
+    canonical: Callable[[str], str] = identity

@@ -49,7 +49,7 @@ class ModelLayout:
     family: BackboneFamily
     signature: dict[str, object]
     layers: tuple[tuple[TensorInfo, ...], ...]
-    heads: tuple[TensorInfo, ...]
+    heads: tuple[TensorInfo, ...]  # everything mergekit sees as post-weights
     tensors: dict[str, TensorInfo] = field(init=False, repr=False)
     _by_canonical: dict[str, TensorInfo] = field(init=False, repr=False)
 
@@ -100,41 +100,39 @@ def build_layout(
 ) -> ModelLayout:
     """Assign every tensor in ``headers`` a role, layer and depth."""
     host, family, backbone_config = host_for(config, path)
-    canonical_layers = family.layers(backbone_config)
-    last = max(len(canonical_layers) - 1, 1)
-    layers: list[tuple[TensorInfo, ...]] = []
-    claimed: set[str] = set()
-    for index, names in enumerate(canonical_layers):
-        depth = index / last if len(canonical_layers) > 1 else 1.0
-        infos = []
-        for canonical in names:
-            name = host.prefix + host.to_host(canonical)
-            header = headers.get(name)
-            if header is None:
-                if host.optional(canonical):
-                    continue
-                raise IncompatibleModels(
-                    f"{path}: tensor {name!r} required by the {family.name} definition of "
-                    f"{host.architecture} is missing from the checkpoint; check that config.json "
-                    "matches the weights"
-                )
-            infos.append(
-                TensorInfo(name, "backbone", index, depth, canonical, header.shape, header.dtype)
+    num_layers = family.num_layers(backbone_config)
+    layers: list[list[TensorInfo]] = [[] for _ in range(num_layers)]
+    aside: list[TensorInfo] = []  # host-specific backbone tensors, then heads
+    heads: list[TensorInfo] = []
+    for name, header in headers.items():
+        layer = None
+        if name.startswith(host.prefix):
+            canonical = host.canonical(name[len(host.prefix):])
+            layer = family.layer_of(canonical, backbone_config)
+        if layer is None:
+            heads.append(TensorInfo(name, "head", None, None, name, header.shape, header.dtype))
+            continue
+        if not 0 <= layer < num_layers:
+            raise IncompatibleModels(
+                f"{path}: tensor {name!r} sits at layer {layer} but the {family.name} config has "
+                f"{num_layers} layers; check that config.json matches the weights"
             )
-            claimed.add(name)
-        layers.append(tuple(infos))
-    heads = tuple(
-        TensorInfo(name, "head", None, None, name, header.shape, header.dtype)
-        for name, header in headers.items()
-        if name not in claimed
-    )
+        depth = layer / (num_layers - 1) if num_layers > 1 else 1.0
+        info = TensorInfo(name, "backbone", layer, depth, canonical, header.shape, header.dtype)
+        (aside if family.is_host_specific(canonical) else layers[layer]).append(info)
+    for index, layer_infos in enumerate(layers):
+        if not layer_infos:
+            raise IncompatibleModels(
+                f"{path}: no tensor of {family.name} layer {index} found under {host.prefix!r}; "
+                "check that config.json matches the weights"
+            )
     return ModelLayout(
         path=path,
         architecture=host.architecture,
         family=family,
         signature=family.signature(backbone_config),
-        layers=tuple(layers),
-        heads=heads,
+        layers=tuple(tuple(sorted(infos, key=lambda t: t.canonical)) for infos in layers),
+        heads=tuple(aside + heads),
     )
 
 
@@ -189,9 +187,18 @@ def check_compatible(anchor: ModelLayout, other: ModelLayout) -> None:
             f"({_first_difference(anchor.signature, other.signature)}); "
             "layer-wise merging needs identical backbone configs"
         )
+    for index, (mine, theirs) in enumerate(zip(anchor.layers, other.layers)):
+        missing = {t.canonical for t in mine} ^ {t.canonical for t in theirs}
+        if missing:
+            name = sorted(missing)[0]
+            owner = anchor.path if name in {t.canonical for t in mine} else other.path
+            raise IncompatibleModels(
+                f"backbone tensor {name!r} (layer {index}) is only in {owner}, not in both "
+                f"{anchor.path} and {other.path}; their backbones are built differently"
+            )
     same_host = anchor.architecture == other.architecture
     for info in anchor.tensors.values():
-        if info.role == "head" and not same_host:
+        if not same_host and (info.role == "head" or info in anchor.heads):
             continue
         twin = other.counterpart(info)
         if twin is not None and twin.shape != info.shape:

@@ -54,7 +54,8 @@ def main() -> None:
     from layerseg_merge.architectures import layout_of
 
     layout = layout_of(str(merged))
-    result, inputs = load_file(merged / "model.safetensors"), [load_file(m / "model.safetensors") for m in models]
+    result = load_file(merged / "model.safetensors")
+    inputs = [load_file(m / "model.safetensors") for m in models]
     print("depth  anchor share (0.33 = plain mean of 3, 1.00 = the anchor's own weights)")
     for layer in layout.layers:
         info = next(t for t in layer if len(t.shape) >= 2)

@@ -69,6 +69,15 @@ def _running_mean_of(model: ModelReference, variance_name: str, device: torch.de
     return LoaderCache().get(model).get_tensor(name, device="cpu").to(device, torch.float32)
 
 
+def _weighted_sum(tensors: Sequence[torch.Tensor], c: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
+    """sum_i c_i * t_i in ``dtype``, accumulated in place (one output buffer)."""
+    result = torch.zeros_like(tensors[0], dtype=dtype)
+    for tensor, coefficient in zip(tensors, c):
+        if coefficient:
+            result.add_(tensor.to(dtype), alpha=coefficient)
+    return result
+
+
 def layerwise_seg_kernel(
     group: TensorGroup,
     weight: PerInput[Annotated[float, AfterValidator(_non_negative)]] = 1.0,
@@ -92,15 +101,13 @@ def layerwise_seg_kernel(
     if is_buffer and buffers == "anchor":
         return group.base.tensor.to(info.dtype)
     accumulate = torch.float64 if group.base.tensor.dtype == torch.float64 else torch.float32
-    stack = torch.stack([e.tensor.to(accumulate) for e in entries])
-    c_t = torch.tensor(c, dtype=accumulate, device=stack.device).view(-1, *[1] * (stack.dim() - 1))
-    merged = (c_t * stack).sum(0)
+    merged = _weighted_sum([e.tensor for e in entries], c, accumulate)
     if is_buffer and buffers == "pooled" and info.name.endswith("running_var"):
-        means = torch.stack([
-            _running_mean_of(e.id, model_layout(e.id).counterpart(info).name, stack.device) for e in entries
-        ]).to(accumulate)
-        pooled_mean = (c_t * means).sum(0)
-        merged = merged + (c_t * (means - pooled_mean) ** 2).sum(0)
+        # Var of the mixture: sum c_i (var_i + (mu_i - mu)^2), mu = sum c_i mu_i.
+        device = group.base.tensor.device
+        means = [_running_mean_of(e.id, model_layout(e.id).counterpart(info).name, device) for e in entries]
+        pooled_mean = _weighted_sum(means, c, accumulate)
+        merged += _weighted_sum([(m.to(accumulate) - pooled_mean) ** 2 for m in means], c, accumulate)
     return merged.to(info.dtype)
 
 

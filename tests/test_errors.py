@@ -125,3 +125,25 @@ def test_bad_yaml_names_the_file(tmp_path):
     recipe.write_text("merge_method: [layerwise_seg\n")
     result = CliRunner().invoke(main, ["merge", str(recipe), str(tmp_path / "out")])
     assert result.exit_code != 0 and f"{recipe}: not valid YAML" in result.output
+
+
+def test_architectures_command_lists_hosts_and_backbones():
+    result = CliRunner().invoke(main, ["architectures"])
+    assert result.exit_code == 0
+    for name in ("Mask2FormerForUniversalSegmentation", "UperNetForSemanticSegmentation", "Dinov2Backbone",
+                 "SegformerModel", "swin, maskformer-swin"):
+        assert name in result.output
+
+
+def test_cli_checks_output_holds_exactly_the_anchors_tensors(tmp_path, segformers):
+    from layerseg_merge.merge_cli import check_output_names
+
+    out = tmp_path / "partial"
+    out.mkdir()
+    from helpers import tensors
+    from safetensors.torch import save_file
+    kept = dict(list(tensors(segformers[0]).items())[:-1])
+    save_file(kept, out / "model.safetensors")
+    import click
+    with pytest.raises(click.ClickException, match=r"missing \['segformer.encoder.patch_embeddings"):
+        check_output_names(out, str(segformers[0]))

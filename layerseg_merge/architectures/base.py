@@ -99,5 +99,6 @@ class Host:
 
     architecture: str
     prefix: str
+    backbone: str | None = None  # the family name; None: read from backbone_config.model_type
     backbone_config: Callable[[PretrainedConfig], PretrainedConfig] = own_config
     canonical: Callable[[str], str] = identity

@@ -89,6 +89,6 @@ HOSTS = (
          backbone_config=nested_backbone_config),
     Host("MaskFormerForInstanceSegmentation", prefix="model.pixel_level_module.encoder.",
          backbone_config=nested_backbone_config, canonical=maskformer_swin_canonical),
-    Host("ConvNextForImageClassification", prefix="convnext."),
-    Host("ConvNextModel", prefix=""),
+    Host("ConvNextForImageClassification", prefix="convnext.", backbone="convnext"),
+    Host("ConvNextModel", prefix="", backbone="convnext"),
 )

@@ -87,7 +87,7 @@ def host_for(config: PretrainedConfig, where: str) -> tuple[Host, BackboneFamily
         )
     backbone_config = host.backbone_config(config)
     family = families.get(backbone_config.model_type)
-    if family is None:
+    if family is None or (host.backbone is not None and family.name != host.backbone):
         raise UnsupportedArchitecture(
             f"{where}: backbone type {backbone_config.model_type!r} inside {architecture} "
             f"is not supported; supported backbones: {', '.join(sorted(families))}"

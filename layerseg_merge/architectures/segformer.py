@@ -35,7 +35,7 @@ SEGFORMER = BackboneFamily(
 )
 
 HOSTS = (
-    Host("SegformerForSemanticSegmentation", prefix="segformer.encoder."),
-    Host("SegformerForImageClassification", prefix="segformer.encoder."),
-    Host("SegformerModel", prefix="encoder."),
+    Host("SegformerForSemanticSegmentation", prefix="segformer.encoder.", backbone="segformer"),
+    Host("SegformerForImageClassification", prefix="segformer.encoder.", backbone="segformer"),
+    Host("SegformerModel", prefix="encoder.", backbone="segformer"),
 )

@@ -24,9 +24,9 @@ VIT = BackboneFamily(
 )
 
 HOSTS = (
-    Host("ViTModel", prefix=""),
-    Host("Dinov2Model", prefix=""),
-    Host("Dinov2Backbone", prefix=""),
-    Host("BeitForSemanticSegmentation", prefix="beit."),
-    Host("DPTForSemanticSegmentation", prefix="dpt."),
+    Host("ViTModel", prefix="", backbone="vit"),
+    Host("Dinov2Model", prefix="", backbone="vit"),
+    Host("Dinov2Backbone", prefix="", backbone="vit"),
+    Host("BeitForSemanticSegmentation", prefix="beit.", backbone="vit"),
+    Host("DPTForSemanticSegmentation", prefix="dpt.", backbone="vit"),
 )

@@ -9,6 +9,9 @@ import click
 _COMMANDS = {
     "merge": ("layerseg_merge.merge_cli", "merge"),
     "architectures": ("layerseg_merge.cli", "architectures"),
+    "eval": ("layerseg_merge.eval_cli", "eval_command"),
+    "score": ("layerseg_merge.eval_cli", "score"),
+    "compare": ("layerseg_merge.eval_cli", "compare_command"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: datasets, inference, metrics and reports (no mergekit imports here)."""

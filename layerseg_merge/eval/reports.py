@@ -1,0 +1,90 @@
+"""Report files: JSON (DESIGN.md §5), a Markdown table for people, a per-class bar chart (PNG)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+def write_json(report: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def is_panoptic(report: dict) -> bool:
+    return "All" in report
+
+
+def headline(report: dict) -> dict[str, float | None]:
+    if is_panoptic(report):
+        return {f"{key}_{split}": report[split][key] for split in ("All", "Things", "Stuff")
+                for key in ("pq", "sq", "rq")}
+    return {"mIoU": report["mIoU"], "aAcc": report["aAcc"], "mAcc": report["mAcc"]}
+
+
+def markdown(report: dict) -> str:
+    """Summary and per-class tables, in percent with 2 decimals."""
+    if is_panoptic(report):
+        lines = ["| split | PQ | SQ | RQ | n |", "| --- | ---: | ---: | ---: | ---: |"]
+        for split in ("All", "Things", "Stuff"):
+            r = report[split]
+            lines.append(f"| {split} | {_pct(r['pq'])} | {_pct(r['sq'])} | {_pct(r['rq'])} | {r['n']} |")
+        lines += ["", "| category | PQ | SQ | RQ | TP | FP | FN |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for name, r in report["per_class"].items():
+            lines.append(f"| {name} | {_pct(r['pq'])} | {_pct(r['sq'])} | {_pct(r['rq'])} | "
+                         f"{r['tp']} | {r['fp']} | {r['fn']} |")
+        return "\n".join(lines)
+    lines = ["| mIoU | aAcc | mAcc |", "| ---: | ---: | ---: |",
+             f"| {_pct(report['mIoU'])} | {_pct(report['aAcc'])} | {_pct(report['mAcc'])} |", "",
+             "| class | IoU | Acc |", "| --- | ---: | ---: |"]
+    for name, r in report["per_class"].items():
+        lines.append(f"| {name} | {_pct(r['IoU'])} | {_pct(r['Acc'])} |")
+    return "\n".join(lines)
+
+
+def compare(reports: dict[str, dict]) -> str:
+    """Several reports side by side (singles vs merges), one row each."""
+    columns = list(headline(next(iter(reports.values()))))
+    lines = ["| model | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    for name, report in reports.items():
+        values = headline(report)
+        lines.append(f"| {name} | " + " | ".join(_pct(values.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def bar_chart(values: dict[str, float | None], path: str | Path, title: str) -> None:
+    """A horizontal bar per entry (values in [0, 1]); n/a entries are drawn empty."""
+    width, row, left = 640, 18, 170
+    image = Image.new("RGB", (width, 30 + row * len(values)), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((8, 6), title, fill="black")
+    for i, (name, value) in enumerate(values.items()):
+        y = 26 + i * row
+        draw.text((8, y + 2), name[:24], fill="black")
+        if value is not None:
+            right = left + int((width - left - 70) * value)
+            draw.rectangle([left, y + 2, right, y + row - 3], fill="#3b78c4")
+        draw.text((width - 62, y + 2), _pct(value), fill="black")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def per_class_values(report: dict) -> dict[str, float | None]:
+    key = "pq" if is_panoptic(report) else "IoU"
+    return {name: r[key] for name, r in report["per_class"].items()}

@@ -38,9 +38,15 @@ class DatasetError(ValueError):
 def read_image(path: Path, mode: str | None = None) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert(mode) if mode else image)
+            return np.array(image.convert(mode) if mode else image)
     except (OSError, ValueError) as error:
         raise DatasetError(f"{path}: cannot read image ({error})") from error
+
+
+def label_tensor(label: np.ndarray) -> torch.Tensor:
+    """Class maps as tensors: uint8 stays uint8 (the metric's fast path), anything else int64."""
+    label = label if label.dtype == np.uint8 else label.astype(np.int64)
+    return torch.from_numpy(np.ascontiguousarray(label))
 
 
 def _check_size(name: str, image: np.ndarray, label: np.ndarray) -> None:
@@ -79,7 +85,7 @@ class SemanticDataset(torch.utils.data.Dataset):
         if self.label_map is not None:
             label = self.label_map[label]
         _check_size(name, image, label)
-        return {"name": name, "image": image, "label": torch.from_numpy(label.astype(np.int64))}
+        return {"name": name, "image": image, "label": label_tensor(label)}
 
 
 class PanopticDataset(torch.utils.data.Dataset):

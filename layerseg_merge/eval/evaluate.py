@@ -52,6 +52,8 @@ def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "
         pictures = [sample["image"] for sample in batch]
         if task == "semantic":
             for sample, prediction in zip(batch, segmenter.semantic(pictures)):
+                if num_classes < 255:  # smaller maps take the metric's fastest path
+                    prediction = prediction.to(torch.uint8)
                 metric.update(prediction, sample["label"], name=sample["name"])
         else:
             for sample, (ids, segments) in zip(batch, segmenter.panoptic(pictures, mapping, stuff)):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 VOID = 0
+ID_SPACE = 256**3
 
 
 class LabelError(ValueError):
@@ -51,21 +52,56 @@ class SemanticMetric:
         if prediction.shape != label.shape:
             raise LabelError(f"{name}: prediction shape {tuple(prediction.shape)} != label shape "
                              f"{tuple(label.shape)}")
-        label = label.to(self.confusion.device, torch.int64).flatten()
-        prediction = prediction.to(self.confusion.device, torch.int64).flatten()
+        device = self.confusion.device
+        label = label.to(device).flatten()
+        prediction = prediction.to(device).flatten()
         c = self.num_classes
-        for values, what in ((label, "label"), (prediction, "prediction")):
-            bad = ((values < 0) | (values >= c)) & (values != self.ignore_index)
-            if bad.any():
-                raise LabelError(
-                    f"{name}: {what} value {int(values[bad][0])} is outside [0, {c - 1}] and is not the "
-                    f"ignore index {self.ignore_index}; map it to a train id or to {self.ignore_index}"
-                )
+        if c <= 256 and 0 <= self.ignore_index < 256:
+            self._update_byte_labels(prediction, label, name)
+            return
+        self._check_range(label, "label", name)
+        self._check_range(prediction, "prediction", name)
+        label, prediction = label.long(), prediction.long()
         valid = label != self.ignore_index
         label, prediction = label[valid], prediction[valid]
         prediction = torch.where(prediction == self.ignore_index, c, prediction)
         counts = torch.bincount(label * (c + 1) + prediction, minlength=c * (c + 1))
         self.confusion += counts.view(c, c + 1)
+
+    def _check_range(self, values: torch.Tensor, what: str, name: str) -> None:
+        bad = ((values < 0) | (values >= self.num_classes)) & (values != self.ignore_index)
+        if bad.any():
+            raise LabelError(
+                f"{name}: {what} value {int(values[bad][0])} is outside [0, {self.num_classes - 1}] and is "
+                f"not the ignore index {self.ignore_index}; map it to a train id or to {self.ignore_index}"
+            )
+
+    def _update_byte_labels(self, prediction: torch.Tensor, label: torch.Tensor, name: str) -> None:
+        """Fast path: one 256 x 256 joint histogram; range checks read the histogram."""
+        for values, what in ((label, "label"), (prediction, "prediction")):
+            if values.dtype != torch.uint8 and values.numel():  # uint8 (decoded PNGs) is in range
+                low, high = torch.aminmax(values)
+                if int(low) < 0 or int(high) > 255:
+                    self._check_range(values, what, name)
+        # torch.add(alpha=) is several times faster than `l * 256 + p`; small inputs (uint8 PNGs)
+        # go through int32, int64 ones (model argmax) are used as they are, without a copy.
+        work = torch.int64 if torch.int64 in (label.dtype, prediction.dtype) else torch.int32
+        joint = torch.add(prediction.to(work), label.to(work), alpha=256)
+        joint = torch.bincount(joint, minlength=65536)
+        joint = joint.view(256, 256)
+        c, ignore = self.num_classes, self.ignore_index
+        outside = torch.ones(256, dtype=torch.bool, device=joint.device)
+        outside[:c] = False
+        outside[ignore] = False
+        for counts, what in ((joint.sum(1), "label"), (joint.sum(0), "prediction")):
+            bad = (counts > 0) & outside
+            if bad.any():
+                raise LabelError(
+                    f"{name}: {what} value {int(bad.nonzero()[0])} is outside [0, {c - 1}] and is not the "
+                    f"ignore index {ignore}; map it to a train id or to {ignore}"
+                )
+        self.confusion[:, :c] += joint[:c, :c]
+        self.confusion[:, c] += joint[:c, ignore]
 
     def reduce(self) -> None:
         _reduce([self.confusion])
@@ -122,32 +158,42 @@ class PanopticMetric:
         self.fp = torch.zeros(size, dtype=torch.int64, device=device)
         self.fn = torch.zeros(size, dtype=torch.int64, device=device)
         self.iou = torch.zeros(size, dtype=torch.float64, device=device)
+        self._table_cache: torch.Tensor | None = None
 
     def _table(self, ids: torch.Tensor, segments: Sequence[Segment], name: str, side: str):
-        """Compact index per pixel, and per compact index: category, crowd, is-void."""
-        unique, inverse = torch.unique(ids.flatten(), return_inverse=True)
-        by_id = {s.id: s for s in segments}
-        present = set(unique.tolist())
+        """Compact index per pixel (0 = VOID), and per index: category, crowd; the keys.
+
+        Segment ids are mapped through a lookup table over the 24-bit id space
+        (kept between images), so no sort of the pixels is needed.
+        """
+        device = ids.device
+        ids = ids.flatten().long()
+        low, high = torch.aminmax(ids) if ids.numel() else (0, 0)
+        if int(low) < 0 or int(high) >= ID_SPACE:
+            raise LabelError(f"{name}: {side} ids must be R + 256 G + 256^2 B values")
+        keys = [VOID] + [s.id for s in segments]
+        if len(set(keys)) != len(keys) or not all(0 < k < ID_SPACE for k in keys[1:]):
+            raise LabelError(f"{name}: {side} segment ids must be distinct, non-zero 24-bit values")
         for segment in segments:
-            if segment.id not in present:
-                raise LabelError(f"{name}: {side} segment {segment.id} is in the JSON but not in the PNG")
             if not (0 <= segment.category_id < len(self.known) and self.known[segment.category_id]):
                 raise LabelError(f"{name}: {side} segment {segment.id} has unknown category "
                                  f"{segment.category_id}")
-        category, crowd = [], []
-        for value in unique.tolist():
-            if value == VOID:
-                category.append(-1)
-                crowd.append(False)
-                continue
-            segment = by_id.get(value)
-            if segment is None:
-                raise LabelError(f"{name}: {side} PNG has segment id {value} with no entry in the JSON")
-            category.append(segment.category_id)
-            crowd.append(bool(segment.iscrowd))
-        device = ids.device
-        return (inverse, unique, torch.tensor(category, device=device),
-                torch.tensor(crowd, dtype=torch.bool, device=device))
+        table = self._lookup(device)
+        key_tensor = torch.tensor(keys, device=device)
+        table[key_tensor] = torch.arange(len(keys), device=device, dtype=table.dtype)
+        index = table[ids]  # int32: the joint index below stays int32 too
+        table[key_tensor] = -1
+        if index.numel() and int(index.min()) < 0:
+            value = int(ids[(index < 0).nonzero()[0]])
+            raise LabelError(f"{name}: {side} PNG has segment id {value} with no entry in the JSON")
+        category = torch.tensor([-1] + [s.category_id for s in segments], device=device)
+        crowd = torch.tensor([False] + [bool(s.iscrowd) for s in segments], device=device)
+        return index, category, crowd, keys
+
+    def _lookup(self, device: torch.device) -> torch.Tensor:
+        if self._table_cache is None or self._table_cache.device != device:
+            self._table_cache = torch.full((ID_SPACE,), -1, dtype=torch.int32, device=device)
+        return self._table_cache
 
     def update(self, pred_ids: torch.Tensor, pred_segments: Sequence[Segment], gt_ids: torch.Tensor,
                gt_segments: Sequence[Segment], name: str = "<image>") -> None:
@@ -156,12 +202,18 @@ class PanopticMetric:
             raise LabelError(f"{name}: prediction shape {tuple(pred_ids.shape)} != ground truth shape "
                              f"{tuple(gt_ids.shape)}")
         device = self.tp.device
-        g_idx, g_ids, g_cat, g_crowd = self._table(gt_ids.to(device), gt_segments, name, "ground-truth")
-        p_idx, p_ids, p_cat, _ = self._table(pred_ids.to(device), pred_segments, name, "predicted")
-        kg, kp = len(g_ids), len(p_ids)
-        inter = torch.bincount(g_idx * kp + p_idx, minlength=kg * kp).view(kg, kp).to(torch.float64)
+        g_idx, g_cat, g_crowd, g_keys = self._table(gt_ids.to(device), gt_segments, name, "ground-truth")
+        p_idx, p_cat, _, p_keys = self._table(pred_ids.to(device), pred_segments, name, "predicted")
+        kg, kp = len(g_cat), len(p_cat)
+        joint = torch.add(p_idx, g_idx, alpha=kp)
+        inter = torch.bincount(joint, minlength=kg * kp).view(kg, kp).to(torch.float64)
         g_area, p_area = inter.sum(1), inter.sum(0)
-        g_void, p_void = g_ids == VOID, p_ids == VOID
+        for area, keys, side in ((g_area, g_keys, "ground-truth"), (p_area, p_keys, "predicted")):
+            if bool((area[1:] == 0).any()):
+                missing = keys[1 + int((area[1:] == 0).nonzero()[0])]
+                raise LabelError(f"{name}: {side} segment {missing} is in the JSON but not in the PNG")
+        g_void = torch.arange(kg, device=device) == 0  # compact index 0 is VOID
+        p_void = torch.arange(kp, device=device) == 0
         void_inter = inter[g_void].sum(0)  # per prediction: pixels on GT VOID
         same = g_cat[:, None] == p_cat[None, :]
         candidate = same & ~g_void[:, None] & ~g_crowd[:, None] & ~p_void[None, :] & (inter > 0)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from layerseg_merge.eval.datasets import IMAGE_SUFFIXES, DatasetError, read_image
+from layerseg_merge.eval.datasets import IMAGE_SUFFIXES, DatasetError, label_tensor, read_image
 from layerseg_merge.eval.metrics import PanopticMetric, Segment, SemanticMetric
 
 
@@ -43,8 +43,7 @@ def score_semantic(gt_dir: Path, pred_dir: Path, num_classes: int, ignore_index:
         pairs.append((str(gt.relative_to(gt_dir)), gt, pred))
 
     def load(name, gt, pred):
-        return name, torch.from_numpy(read_image(gt).astype(np.int64)), \
-            torch.from_numpy(read_image(pred).astype(np.int64))
+        return name, label_tensor(read_image(gt)), label_tensor(read_image(pred))
 
     metric = SemanticMetric(num_classes, ignore_index)
     for name, label, prediction in tqdm(_loader(pairs, load, workers), total=len(pairs), desc="score",

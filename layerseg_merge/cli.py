@@ -12,6 +12,7 @@ _COMMANDS = {
     "eval": ("layerseg_merge.eval_cli", "eval_command"),
     "score": ("layerseg_merge.eval_cli", "score"),
     "compare": ("layerseg_merge.eval_cli", "compare_command"),
+    "demo": ("layerseg_merge.demo", "demo"),
 }
 
 

@@ -8,6 +8,7 @@ unsupported or incompatible models before anything is written.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Sequence
 from functools import lru_cache
 from typing import Annotated
@@ -26,7 +27,7 @@ from mergekit.merge_methods import (
 from mergekit.merge_methods.easy_define import FunctionalGroupMergeMethod
 from pydantic import AfterValidator
 
-from layerseg_merge.architectures import ModelLayout, check_compatible, layout_of
+from layerseg_merge.architectures import IncompatibleModels, ModelLayout, check_compatible, layout_of
 from layerseg_merge.schedule import (
     BUFFER_POLICIES,
     HEAD_POLICIES,
@@ -38,6 +39,7 @@ from layerseg_merge.schedule import (
 )
 
 METHOD_NAME = "layerwise_seg"
+LOG = logging.getLogger(__name__)
 
 
 def _choice(name: str, choices: Sequence[str]):
@@ -156,14 +158,38 @@ _spec = merge_method(
 layerwise_seg = LayerwiseSegMerge(_spec, layerwise_seg_kernel)
 
 
-def _keep_anchor_integers() -> None:
-    """Let integer tensors (``num_batches_tracked``, index buffers) be the anchor's.
+def _screen_inputs(task, tensors: dict) -> dict | torch.Tensor:
+    """What mergekit hands the kernel for one ``layerwise_seg`` tensor.
 
-    mergekit 0.1.5 copies a non-float tensor only when every input holds the same
-    value and fails otherwise, before any method sees it; BatchNorm counters
-    differ between any two trainings. For ``layerwise_seg`` only, the anchor's
-    value is kept, with its dtype.
+    * Integer tensors (``num_batches_tracked``, index buffers) are the anchor's, with their
+      dtype: mergekit 0.1.5 copies a non-float tensor only when every input holds the same
+      value and fails otherwise, before any method sees it.
+    * With ``heads: anchor``, a head tensor whose shape differs from the anchor's (another
+      label set, a wider decoder) is left out: it would not be used anyway. Any other shape
+      mismatch is an error naming the tensor and the models.
     """
+    anchor = tensors.get(task.base_model)
+    if anchor is None:
+        return tensors
+    if not anchor.is_floating_point():
+        return anchor
+    different = [model for model, tensor in tensors.items() if tensor.shape != anchor.shape]
+    if not different:
+        return tensors
+    info = model_layout(task.base_model).tensors[task.output_weight.name]
+    parameters = getattr(task.parameters, "data", task.parameters)  # ImmutableMap or its immutables.Map
+    if info.role == "head" and parameters.get("heads") == "anchor":
+        LOG.info("%s: leaving out %d input(s) with another head shape", info.name, len(different))
+        return {model: tensor for model, tensor in tensors.items() if model not in different}
+    other = different[0]
+    raise IncompatibleModels(
+        f"shape mismatch for tensor {info.name!r}: {list(anchor.shape)} in anchor {task.base_model} vs "
+        f"{list(tensors[other].shape)} in {other}; heads of other shapes can only be left out with "
+        "`heads: anchor`"
+    )
+
+
+def _install_input_screen() -> None:
     from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 
     original = ExecuteMergeMethodTask.execute
@@ -172,9 +198,10 @@ def _keep_anchor_integers() -> None:
 
     def execute(self, tensors, **kwargs):
         if self.method_name == METHOD_NAME:
-            anchor = tensors.get(self.base_model)
-            if anchor is not None and not anchor.is_floating_point():
-                return anchor
+            screened = _screen_inputs(self, tensors)
+            if isinstance(screened, torch.Tensor):
+                return screened
+            tensors = screened
         return original(self, tensors, **kwargs)
 
     execute._layerseg = True
@@ -187,4 +214,4 @@ def register_method() -> None:
 
     if METHOD_NAME not in {m.spec.name for m in registry.registered_methods()}:
         registry.register(layerwise_seg)
-    _keep_anchor_integers()
+    _install_input_screen()

@@ -1,6 +1,7 @@
 """Every bad input gets a message naming what is wrong and what to do; nothing half-written."""
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from conftest import run_in_process
@@ -67,15 +68,23 @@ def test_fewer_than_two_models(tmp_path, segformers):
     assert "layerwise_seg merges at least 2 models" in merge_error(recipe, tmp_path / "out")
 
 
-def test_shape_mismatch_names_the_tensor_and_models(tmp_path, segformers):
+def test_head_shape_mismatch_is_an_error_unless_heads_anchor(tmp_path, segformers):
+    from helpers import tensors
     from transformers import SegformerForSemanticSegmentation
 
     other = save_model(SegformerForSemanticSegmentation, tiny_segformer_config(num_labels=7),
                        tmp_path / "seven", seed=3)
-    recipe = write_recipe(tmp_path / "r.yaml", [segformers[0], other], segformers[0])
+    recipe = write_recipe(tmp_path / "r.yaml", [segformers[0], other], segformers[0], heads="uniform")
     message = merge_error(recipe, tmp_path / "out")
     assert "shape mismatch for tensor 'decode_head.classifier." in message
-    assert str(other) in message and str(segformers[0]) in message
+    assert str(other) in message and str(segformers[0]) in message and "`heads: anchor`" in message
+    # With heads: anchor the other label set is simply left out (a 7-class model into a 5-class anchor).
+    recipe = write_recipe(tmp_path / "r2.yaml", [segformers[0], other], segformers[0], heads="anchor")
+    out = tensors(run_in_process(recipe, tmp_path / "out2"))
+    anchor = tensors(segformers[0])
+    assert torch.equal(out["decode_head.classifier.weight"], anchor["decode_head.classifier.weight"])
+    name = "segformer.encoder.patch_embeddings.0.proj.weight"
+    torch.testing.assert_close(out[name], (anchor[name] + tensors(other)[name]) / 2)
 
 
 def test_backbone_config_mismatch_names_the_first_difference(tmp_path, segformers):

@@ -23,12 +23,23 @@ def distributed_context(device: torch.device) -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def _first(dataset, count: int):
+    """The first ``count`` samples, keeping the dataset's attributes (categories, class names)."""
+    subset = torch.utils.data.Subset(dataset, range(min(count, len(dataset))))
+    for attribute in ("categories", "class_names", "task"):
+        if hasattr(dataset, attribute):
+            setattr(subset, attribute, getattr(dataset, attribute))
+    return subset
+
+
 def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "semantic",
              device: str = "auto", batch_size: int = 4, amp: str = "off",
              slide: tuple[int, int] | None = None, workers: int = 2, ignore_index: int = 255,
-             progress: bool = True) -> dict:
+             progress: bool = True, limit: int | None = None) -> dict:
     """Score ``model_dir`` on ``data``; returns the DESIGN.md §5 report (plus ``timing``)."""
     dataset = open_dataset(data, split, task)
+    if limit is not None:
+        dataset = _first(dataset, limit)
     segmenter = Segmenter(model_dir, device=device, amp=amp, slide=slide)
     rank, world = distributed_context(segmenter.device)
     if world > 1 and segmenter.device.type == "cuda":

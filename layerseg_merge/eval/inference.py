@@ -58,6 +58,10 @@ class Segmenter:
         self.processor = AutoImageProcessor.from_pretrained(model_dir)
         self.amp, self.slide = amp, slide
         self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        # A center/offset panoptic head (see center_offset.py) has extra output channels.
+        self.panoptic_head = getattr(self.model.config, "panoptic_head", None)
+        if self.panoptic_head:
+            self.id2label = {k: v for k, v in self.id2label.items() if k < self.panoptic_head["num_classes"]}
         self.forward_seconds = 0.0
 
     def _forward(self, images: list[np.ndarray], **processor_options):
@@ -84,7 +88,7 @@ class Segmenter:
         if self.slide is not None:
             return [self._slide(image) for image in images]
         outputs, _ = self._forward(images)
-        logits = outputs.logits.float()
+        logits = outputs.logits.float()[:, : len(self.id2label)]
         return [F.interpolate(logits[i:i + 1], size=size, mode="bilinear", align_corners=False)[0]
                 .argmax(0) for i, size in enumerate(sizes)]
 
@@ -108,15 +112,23 @@ class Segmenter:
                     total = torch.zeros(1, logits.shape[1], height, width, device=self.device)
                 total[:, :, y1:y2, x1:x2] += logits
                 count[:, :, y1:y2, x1:x2] += 1
-        logits = total / count
+        logits = (total / count)[:, : len(self.id2label)]
         return F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)[0].argmax(0)
 
     def panoptic(self, images: list[np.ndarray], label_to_category: dict[int, int],
                  stuff_labels: set[int]) -> list[tuple[torch.Tensor, list[Segment]]]:
         """COCO-style id maps (VOID = 0) and their segments, one per image."""
+        if self.panoptic_head:
+            from layerseg_merge.eval.center_offset import decode
+
+            outputs, _ = self._forward(images)
+            logits = outputs.logits.float()
+            return [decode(F.interpolate(logits[i:i + 1], size=image.shape[:2], mode="bilinear",
+                                         align_corners=False)[0], self.panoptic_head, label_to_category)
+                    for i, image in enumerate(images)]
         if not self.universal:
-            raise ValueError("panoptic evaluation needs a universal segmentation model "
-                             "(Mask2Former, MaskFormer, OneFormer); this one is semantic")
+            raise ValueError("panoptic evaluation needs a universal segmentation model (Mask2Former, "
+                             "MaskFormer, OneFormer) or a center/offset panoptic head; this one is semantic")
         outputs, _ = self._forward(images)
         results = self.processor.post_process_panoptic_segmentation(
             outputs, target_sizes=[image.shape[:2] for image in images], label_ids_to_fuse=stuff_labels)

@@ -1,0 +1,85 @@
+"""The README's main job (`layerseg demo`) and the miniature UDA training code."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from layerseg_merge.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "examples" / "miniature_uda" / "assets"
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--root", str(ROOT)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_demo_writes_every_row_with_values_in_range(demo_out):
+    rows = json.loads((demo_out / "results.json").read_text())
+    kinds = {(row["kind"], row["scenario"]) for row in rows}
+    assert {r["name"] for r in rows if r["kind"] == "single"} == {
+        "source_only", "dr", "dacs", "mic", "dacs_source2", "panoptic"}
+    for scenario in ("different_sources", "different_heads", "semantic_into_panoptic"):
+        assert ("uniform", scenario) in kinds and ("layerwise_seg", scenario) in kinds
+    for row in rows:
+        assert 0 <= row["mIoU"] <= 1
+        if row["name"] == "panoptic" or row["scenario"] == "semantic_into_panoptic":
+            assert 0 <= row["PQ"] <= 1
+    assert (demo_out / "results.png").stat().st_size > 0
+
+
+def test_demo_numbers_match_layerseg_eval_by_hand(demo_out, tmp_path):
+    rows = {row["name"]: row for row in json.loads((demo_out / "results.json").read_text())}
+    test = ASSETS / "target_test"
+    merged = demo_out / "merged" / "semantic_into_panoptic_layerwise_seg"
+    result = CliRunner().invoke(main, ["eval", str(merged), "--data", f"folder:{test}", "--workers", "0",
+                                       "--out", str(tmp_path / "semantic.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "semantic.json").read_text())["mIoU"] == rows[
+        "semantic_into_panoptic/layerwise_seg"]["mIoU"]
+    result = CliRunner().invoke(main, ["eval", str(merged), "--task", "panoptic", "--workers", "0", "--data",
+                                       f"coco-panoptic:{test / 'images'},{test / 'panoptic.json'},{test / 'panoptic'}",
+                                       "--out", str(tmp_path / "panoptic.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "panoptic.json").read_text())["All"]["pq"] == rows[
+        "semantic_into_panoptic/layerwise_seg"]["PQ"]
+
+
+def test_demo_on_a_reduced_split(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--root", str(ROOT), "--limit", "4"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert len(rows) == 12 and all(0 <= row["mIoU"] <= 1 for row in rows)
+
+
+def test_training_code_runs_on_a_tiny_schedule(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples" / "miniature_uda"))
+    import train
+
+    log = train.main(["--out", str(tmp_path), "--seed", "5", "--scale", "0.01", "--test-images", "4"])
+    assert set(log) == {"pretrain", "source_only", "dr", "dacs", "mic", "dacs_source2", "panoptic"}
+    config = json.loads((tmp_path / "models" / "panoptic" / "config.json").read_text())
+    assert config["panoptic_head"]["type"] == "center_offset"
+    assert (tmp_path / "target_test" / "panoptic.json").exists()
+
+
+@pytest.mark.slow
+def test_retrain_one_seed_end_to_end(tmp_path):
+    """Opt-in (-m slow, ~4 min): full training of one seed, then the demo on it."""
+    sys.path.insert(0, str(ROOT / "examples" / "miniature_uda"))
+    import train
+
+    from layerseg_merge.demo import run_demo
+
+    log = train.main(["--out", str(tmp_path / "assets"), "--seed", "7"])
+    for name in ("dr", "dacs", "mic", "dacs_source2"):
+        assert log[name] > log["source_only"], name
+    rows = run_demo(tmp_path / "demo", ROOT, assets=tmp_path / "assets")
+    assert len(rows) == 12

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 import transformers as T
+from helpers import randomize_batchnorm
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
@@ -81,19 +82,10 @@ HOSTS: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[], dict]]] = {
 }
 
 
-def perturb_buffers(model: torch.nn.Module, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator))
-            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
-            module.num_batches_tracked.fill_(seed + 1)
-
-
 def build(name: str, path, seed: int):
     torch.manual_seed(seed)
     model = HOSTS[name][0]().eval()
-    perturb_buffers(model, seed)
+    randomize_batchnorm(model, seed)
     with torch.no_grad():  # randomise every float tensor so that merges are visible
         for tensor in model.state_dict().values():
             if tensor.is_floating_point():

@@ -41,6 +41,22 @@ def stage_offsets(depths: Sequence[int]) -> list[int]:
     return offsets
 
 
+def block_layer(match: re.Match, config: PretrainedConfig) -> int:
+    """Layer of block ``match[2]`` of stage ``match[1]``."""
+    return stage_offsets(config.depths)[int(match[1])] + int(match[2])
+
+
+def stage_first_layer(match: re.Match, config: PretrainedConfig, shift: int = 0) -> int:
+    """Layer of the first block of stage ``match[1] + shift``."""
+    return stage_offsets(config.depths)[int(match[1]) + shift]
+
+
+def stage_last_layer(match: re.Match, config: PretrainedConfig, shift: int = 0) -> int:
+    """Layer of the last block of stage ``match[1] + shift``."""
+    stage = int(match[1]) + shift
+    return stage_offsets(config.depths)[stage] + config.depths[stage] - 1
+
+
 @dataclass(frozen=True)
 class Rule:
     """One placement rule: a regex over canonical names and the layer it maps a match to."""

@@ -11,8 +11,10 @@ from layerseg_merge.architectures.base import (
     BackboneFamily,
     Host,
     Rule,
+    block_layer,
     nested_backbone_config,
-    stage_offsets,
+    stage_first_layer,
+    stage_last_layer,
 )
 
 
@@ -20,21 +22,16 @@ def _stem(match, config) -> int:
     return 0
 
 
-def _block(match, config) -> int:
-    return stage_offsets(config.depths)[int(match[1])] + int(match[2])
+def _last(match, config) -> int:
+    return sum(config.depths) - 1
 
 
-def _stage_start(match, config, shift: int = 0) -> int:
-    return stage_offsets(config.depths)[int(match[1]) + shift]
+def _next_stage_first(match, config) -> int:
+    return stage_first_layer(match, config, shift=1)
 
 
 def _stage_output(match, config) -> int:
-    stage = int(match[1]) - 1  # stage1 is the output of stage index 0
-    return stage_offsets(config.depths)[stage] + config.depths[stage] - 1
-
-
-def _last(match, config) -> int:
-    return sum(config.depths) - 1
+    return stage_last_layer(match, config, shift=-1)  # stage1 is the output of stage index 0
 
 
 _OUTPUT_NORMS = r"hidden_states_norms\.stage\d+\..+"
@@ -46,9 +43,9 @@ SWIN = BackboneFamily(
     num_layers=lambda config: sum(config.depths),
     rules=(
         Rule(r"embeddings\..+", _stem),
-        Rule(r"encoder\.layers\.(\d+)\.blocks\.(\d+)\..+", _block),
+        Rule(r"encoder\.layers\.(\d+)\.blocks\.(\d+)\..+", block_layer),
         # layers.{s}.downsample merges stage s's output into stage s + 1's input.
-        Rule(r"encoder\.layers\.(\d+)\.downsample\..+", lambda m, c: _stage_start(m, c, shift=1)),
+        Rule(r"encoder\.layers\.(\d+)\.downsample\..+", _next_stage_first),
         Rule(r"hidden_states_norms\.stage(\d+)\..+", _stage_output),
         Rule(_FINAL_NORM, _last),
     ),
@@ -63,8 +60,8 @@ CONVNEXT = BackboneFamily(
     num_layers=lambda config: sum(config.depths),
     rules=(
         Rule(r"embeddings\..+", _stem),
-        Rule(r"encoder\.stages\.(\d+)\.downsampling_layer\..+", _stage_start),
-        Rule(r"encoder\.stages\.(\d+)\.layers\.(\d+)\..+", _block),
+        Rule(r"encoder\.stages\.(\d+)\.downsampling_layer\..+", stage_first_layer),
+        Rule(r"encoder\.stages\.(\d+)\.layers\.(\d+)\..+", block_layer),
         Rule(r"hidden_states_norms\.stage(\d+)\..+", _stage_output),
         Rule(_FINAL_NORM, _last),
     ),

@@ -136,16 +136,14 @@ def build_layout(
     )
 
 
-def _stamp(path: str) -> tuple[float, ...]:
-    return tuple(
-        os.stat(os.path.join(path, name)).st_mtime_ns
-        for name in sorted(os.listdir(path))
-        if name.endswith((".json", ".safetensors", ".bin"))
-    )
+def _stamp(path: str) -> tuple[int, ...]:
+    """Changes whenever save_pretrained() rewrites the directory (it always rewrites config.json)."""
+    config = os.path.join(path, "config.json")
+    return (os.stat(path).st_mtime_ns, os.stat(config).st_mtime_ns if os.path.exists(config) else 0)
 
 
 @lru_cache(maxsize=64)
-def _cached_layout(path: str, stamp: tuple[float, ...]) -> ModelLayout:
+def _cached_layout(path: str, stamp: tuple[int, ...]) -> ModelLayout:
     config = AutoConfig.from_pretrained(path)
     return build_layout(path, config, read_tensor_headers(path))
 

@@ -68,7 +68,7 @@ def model_layout(model: Hashable) -> ModelLayout:
 
 def _running_mean_of(model: ModelReference, variance_name: str, device: torch.device) -> torch.Tensor:
     name = variance_name[: -len("running_var")] + "running_mean"
-    return LoaderCache().get(model).get_tensor(name, device="cpu").to(device, torch.float32)
+    return LoaderCache().get(model).get_tensor(name, device="cpu").to(device)
 
 
 def _weighted_sum(tensors: Sequence[torch.Tensor], c: Sequence[float], dtype: torch.dtype) -> torch.Tensor:

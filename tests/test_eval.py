@@ -66,7 +66,7 @@ def test_semantic_eval_equals_direct_computation(tmp_path, segformer_dir):
     assert report["mIoU"] == pytest.approx(miou, abs=1e-9)
     assert set(report) == {"mIoU", "aAcc", "mAcc", "per_class"}
     assert "| mIoU | aAcc | mAcc |" in result.output
-    assert Image.open(tmp_path / "bars.png").size[0] == 640
+    assert Image.open(tmp_path / "bars.png").size[0] == 720
 
 
 def test_sliding_window_eval_runs(tmp_path, segformer_dir):

@@ -70,13 +70,13 @@ def compare(reports: dict[str, dict]) -> str:
 
 def bar_chart(values: dict[str, float | None], path: str | Path, title: str) -> None:
     """A horizontal bar per entry (values in [0, 1]); n/a entries are drawn empty."""
-    width, row, left = 640, 18, 170
+    width, row, left = 720, 18, 250
     image = Image.new("RGB", (width, 30 + row * len(values)), "white")
     draw = ImageDraw.Draw(image)
     draw.text((8, 6), title, fill="black")
     for i, (name, value) in enumerate(values.items()):
         y = 26 + i * row
-        draw.text((8, y + 2), name[:24], fill="black")
+        draw.text((8, y + 2), name[:40], fill="black")
         if value is not None:
             right = left + int((width - left - 70) * value)
             draw.rectangle([left, y + 2, right, y + row - 3], fill="#3b78c4")

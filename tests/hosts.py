@@ -40,6 +40,15 @@ def mask2former(backbone=None) -> T.Mask2FormerForUniversalSegmentation:
         num_attention_heads=2, num_queries=4, num_labels=5, common_stride=4))
 
 
+def oneformer() -> T.OneFormerForUniversalSegmentation:
+    return T.OneFormerForUniversalSegmentation(T.OneFormerConfig(
+        backbone_config=swin_config(), num_labels=5, hidden_dim=32, mask_dim=32, conv_dim=32,
+        encoder_feedforward_dim=32, dim_feedforward=32, encoder_layers=1, decoder_layers=2,
+        num_attention_heads=2, num_queries=4, text_encoder_n_ctx=4, text_encoder_width=32,
+        text_encoder_num_layers=1, text_encoder_context_length=8, text_encoder_proj_layers=1,
+        text_encoder_vocab_size=50, common_stride=4, task_seq_len=8))
+
+
 def maskformer() -> T.MaskFormerForInstanceSegmentation:
     backbone = T.MaskFormerSwinConfig(**swin_config().to_dict() | {"model_type": "maskformer-swin"})
     return T.MaskFormerForInstanceSegmentation(T.MaskFormerConfig(
@@ -66,6 +75,7 @@ HOSTS: dict[str, tuple[Callable[[], torch.nn.Module], Callable[[], dict]]] = {
     "upernet_convnext": (lambda: upernet(convnext_config()), image(64)),
     "mask2former_swin": (mask2former, image(64)),
     "maskformer_swin": (maskformer, image(64)),
+    "oneformer_swin": (oneformer, lambda: image(64)() | {"task_inputs": torch.randint(0, 50, (1, 8))}),
     "convnext_classifier": (lambda: T.ConvNextForImageClassification(
         convnext_config(out_features=None, num_labels=3)), image(64)),
     "convnext_model": (lambda: T.ConvNextModel(convnext_config(out_features=None)), image(64)),

@@ -14,7 +14,7 @@ from layerseg_merge.architectures import layout_of
 
 # transformers 5 renames these models' tensors in memory (files keep the legacy names),
 # so forward hooks cannot see them; their depths are checked against file names instead.
-RENAMED_IN_MEMORY = {"segformer", "segformer_model", "beit", "upernet_swin", "mask2former_swin"}
+RENAMED_IN_MEMORY = {"segformer", "segformer_model", "beit", "upernet_swin", "mask2former_swin", "oneformer_swin"}
 
 
 @pytest.fixture(scope="module")

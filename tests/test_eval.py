@@ -196,3 +196,26 @@ def test_id_to_rgb_roundtrip():
     ids = np.array([[0, 1, 256, 65536 + 7]])
     rgb = id_to_rgb(ids).astype(np.int64)
     assert (rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2] == ids).all()
+
+
+def test_model_errors_are_named(tmp_path, segformer_dir):
+    bare = tmp_path / "bare"
+    shutil.copytree(segformer_dir, bare)
+    (bare / "preprocessor_config.json").unlink()
+    data = semantic_folder(tmp_path / "data", count=1)
+    result = CliRunner().invoke(main, ["eval", str(bare), "--data", f"folder:{data}", "--workers", "0"])
+    assert result.exit_code != 0 and "no preprocessor_config.json" in result.output
+    images, gt_json, pngs = coco_panoptic(tmp_path / "pan", count=1)
+    result = CliRunner().invoke(main, ["eval", str(segformer_dir), "--task", "panoptic", "--workers", "0",
+                                       "--data", f"coco-panoptic:{images},{gt_json},{pngs}"])
+    assert result.exit_code != 0 and "panoptic evaluation needs a universal segmentation model" in result.output
+    result = CliRunner().invoke(main, ["eval", str(segformer_dir), "--data", f"folder:{data}", "--slide", "64"])
+    assert result.exit_code != 0 and "use CROP,STRIDE" in result.output
+
+
+def test_compare_refuses_to_mix_semantic_and_panoptic(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"mIoU": 0.5, "aAcc": 0.9, "mAcc": 0.6, "per_class": {}}))
+    split = {"pq": 0.5, "sq": 0.7, "rq": 0.6, "n": 1}
+    (tmp_path / "b.json").write_text(json.dumps({"All": split, "Things": split, "Stuff": split, "per_class": {}}))
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert result.exit_code != 0 and "mixing semantic and panoptic reports" in result.output

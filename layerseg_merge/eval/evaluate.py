@@ -51,6 +51,7 @@ def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "
         num_classes = len(segmenter.id2label)
         metric = SemanticMetric(num_classes, ignore_index, device=segmenter.device)
     else:
+        segmenter.require_panoptic()
         categories = dataset.categories
         metric = PanopticMetric({c: bool(v.get("isthing", 0)) for c, v in categories.items()},
                                 device=segmenter.device)

@@ -115,6 +115,11 @@ class Segmenter:
         logits = (total / count)[:, : len(self.id2label)]
         return F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)[0].argmax(0)
 
+    def require_panoptic(self) -> None:
+        if not (self.universal or self.panoptic_head):
+            raise ValueError("panoptic evaluation needs a universal segmentation model (Mask2Former, "
+                             "MaskFormer, OneFormer) or a center/offset panoptic head; this one is semantic")
+
     def panoptic(self, images: list[np.ndarray], label_to_category: dict[int, int],
                  stuff_labels: set[int]) -> list[tuple[torch.Tensor, list[Segment]]]:
         """COCO-style id maps (VOID = 0) and their segments, one per image."""
@@ -126,9 +131,7 @@ class Segmenter:
             return [decode(F.interpolate(logits[i:i + 1], size=image.shape[:2], mode="bilinear",
                                          align_corners=False)[0], self.panoptic_head, label_to_category)
                     for i, image in enumerate(images)]
-        if not self.universal:
-            raise ValueError("panoptic evaluation needs a universal segmentation model (Mask2Former, "
-                             "MaskFormer, OneFormer) or a center/offset panoptic head; this one is semantic")
+        self.require_panoptic()
         outputs, _ = self._forward(images)
         results = self.processor.post_process_panoptic_segmentation(
             outputs, target_sizes=[image.shape[:2] for image in images], label_ids_to_fuse=stuff_labels)

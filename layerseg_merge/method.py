@@ -66,9 +66,10 @@ def model_layout(model: Hashable) -> ModelLayout:
     return layout_of(model.model.path)
 
 
-def _running_mean_of(model: ModelReference, variance_name: str, device: torch.device) -> torch.Tensor:
+def _running_mean_of(model: ModelReference, variance_name: str, device: torch.device,
+                     dtype: torch.dtype) -> torch.Tensor:
     name = variance_name[: -len("running_var")] + "running_mean"
-    return LoaderCache().get(model).get_tensor(name, device="cpu").to(device)
+    return LoaderCache().get(model).get_tensor(name, device="cpu").to(device, dtype)
 
 
 def _weighted_sum(tensors: Sequence[torch.Tensor], c: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
@@ -107,9 +108,10 @@ def layerwise_seg_kernel(
     if is_buffer and buffers == "pooled" and info.name.endswith("running_var"):
         # Var of the mixture: sum c_i (var_i + (mu_i - mu)^2), mu = sum c_i mu_i.
         device = group.base.tensor.device
-        means = [_running_mean_of(e.id, model_layout(e.id).counterpart(info).name, device) for e in entries]
+        means = [_running_mean_of(e.id, model_layout(e.id).counterpart(info).name, device, accumulate)
+                 for e in entries]
         pooled_mean = _weighted_sum(means, c, accumulate)
-        merged += _weighted_sum([(m.to(accumulate) - pooled_mean) ** 2 for m in means], c, accumulate)
+        merged += _weighted_sum([(m - pooled_mean) ** 2 for m in means], c, accumulate)
     return merged.to(info.dtype)
 
 

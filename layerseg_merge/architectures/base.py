@@ -41,6 +41,11 @@ def stage_offsets(depths: Sequence[int]) -> list[int]:
     return offsets
 
 
+def total_blocks(config: PretrainedConfig) -> int:
+    """Number of layers of a backbone made of stages of ``config.depths`` blocks."""
+    return sum(config.depths)
+
+
 def block_layer(match: re.Match, config: PretrainedConfig) -> int:
     """Layer of block ``match[2]`` of stage ``match[1]``."""
     return stage_offsets(config.depths)[int(match[1])] + int(match[2])

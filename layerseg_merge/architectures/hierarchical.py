@@ -15,6 +15,7 @@ from layerseg_merge.architectures.base import (
     nested_backbone_config,
     stage_first_layer,
     stage_last_layer,
+    total_blocks,
 )
 
 
@@ -23,7 +24,7 @@ def _stem(match, config) -> int:
 
 
 def _last(match, config) -> int:
-    return sum(config.depths) - 1
+    return total_blocks(config) - 1
 
 
 def _next_stage_first(match, config) -> int:
@@ -40,7 +41,7 @@ _FINAL_NORM = r"layernorm\..+"
 SWIN = BackboneFamily(
     name="swin",
     model_types=("swin", "maskformer-swin"),
-    num_layers=lambda config: sum(config.depths),
+    num_layers=total_blocks,
     rules=(
         Rule(r"embeddings\..+", _stem),
         Rule(r"encoder\.layers\.(\d+)\.blocks\.(\d+)\..+", block_layer),
@@ -57,7 +58,7 @@ SWIN = BackboneFamily(
 CONVNEXT = BackboneFamily(
     name="convnext",
     model_types=("convnext",),
-    num_layers=lambda config: sum(config.depths),
+    num_layers=total_blocks,
     rules=(
         Rule(r"embeddings\..+", _stem),
         Rule(r"encoder\.stages\.(\d+)\.downsampling_layer\..+", stage_first_layer),

@@ -186,18 +186,18 @@ def check_compatible(anchor: ModelLayout, other: ModelLayout) -> None:
             "layer-wise merging needs identical backbone configs"
         )
     for index, (mine, theirs) in enumerate(zip(anchor.layers, other.layers)):
-        missing = {t.canonical for t in mine} ^ {t.canonical for t in theirs}
+        mine_names = {t.canonical for t in mine}
+        missing = mine_names ^ {t.canonical for t in theirs}
         if missing:
             name = sorted(missing)[0]
-            owner = anchor.path if name in {t.canonical for t in mine} else other.path
+            owner = anchor.path if name in mine_names else other.path
             raise IncompatibleModels(
                 f"backbone tensor {name!r} (layer {index}) is only in {owner}, not in both "
                 f"{anchor.path} and {other.path}; their backbones are built differently"
             )
-    # Head shapes are screened per tensor at merge time, where the `heads:` policy is known.
-    for info in anchor.tensors.values():
-        if info.role == "head" or info in anchor.heads:
-            continue
+    # Only shared backbone layers here: head (and host-specific) shapes are screened per tensor
+    # at merge time, where the `heads:` policy is known.
+    for info in (t for layer in anchor.layers for t in layer):
         twin = other.counterpart(info)
         if twin is not None and twin.shape != info.shape:
             raise IncompatibleModels(

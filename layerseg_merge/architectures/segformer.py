@@ -12,12 +12,13 @@ from layerseg_merge.architectures.base import (
     block_layer,
     stage_first_layer,
     stage_last_layer,
+    total_blocks,
 )
 
 SEGFORMER = BackboneFamily(
     name="segformer",
     model_types=("segformer",),
-    num_layers=lambda config: sum(config.depths),
+    num_layers=total_blocks,
     rules=(
         Rule(r"patch_embeddings\.(\d+)\..+", stage_first_layer),
         Rule(r"block\.(\d+)\.(\d+)\..+", block_layer),

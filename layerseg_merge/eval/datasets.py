@@ -43,6 +43,12 @@ def read_image(path: Path, mode: str | None = None) -> np.ndarray:
         raise DatasetError(f"{path}: cannot read image ({error})") from error
 
 
+def read_panoptic_ids(path: Path) -> torch.Tensor:
+    """A COCO panoptic PNG as segment ids R + 256 G + 256^2 B (0 = VOID)."""
+    rgb = read_image(path, "RGB").astype(np.int64)
+    return torch.from_numpy(rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2])
+
+
 def label_tensor(label: np.ndarray) -> torch.Tensor:
     """Class maps as tensors: uint8 stays uint8 (the metric's fast path), anything else int64."""
     label = label if label.dtype == np.uint8 else label.astype(np.int64)
@@ -105,10 +111,9 @@ class PanopticDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         name, entry = self.entries[index]
         image = read_image(entry.image, "RGB")
-        rgb = read_image(entry.png, "RGB").astype(np.int64)
-        ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+        ids = read_panoptic_ids(entry.png)
         _check_size(name, image, ids)
-        return {"name": name, "image": image, "panoptic": torch.from_numpy(ids),
+        return {"name": name, "image": image, "panoptic": ids,
                 "segments": entry.segments}
 
 

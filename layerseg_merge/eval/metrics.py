@@ -133,12 +133,6 @@ class Segment:
     iscrowd: bool = False
 
 
-def rgb_to_id(rgb: torch.Tensor) -> torch.Tensor:
-    """COCO panoptic PNG (H, W, 3) -> segment ids R + 256 G + 256^2 B."""
-    rgb = rgb.to(torch.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
 class PanopticMetric:
     """Per-category TP/FP/FN counts and matched-IoU sums (panopticapi ``pq_compute``).
 

@@ -6,11 +6,16 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from layerseg_merge.eval.datasets import IMAGE_SUFFIXES, DatasetError, label_tensor, read_image
+from layerseg_merge.eval.datasets import (
+    IMAGE_SUFFIXES,
+    DatasetError,
+    label_tensor,
+    read_image,
+    read_panoptic_ids,
+)
 from layerseg_merge.eval.metrics import PanopticMetric, Segment, SemanticMetric
 
 
@@ -60,8 +65,7 @@ def _annotations(json_path: Path) -> dict:
 
 
 def _ids(png: Path, segments_info: list[dict]) -> tuple[torch.Tensor, list[Segment]]:
-    rgb = read_image(png, "RGB").astype(np.int64)
-    ids = torch.from_numpy(rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2])
+    ids = read_panoptic_ids(png)
     segments = [Segment(s["id"], s["category_id"], bool(s.get("iscrowd", 0))) for s in segments_info]
     areas = dict(zip(*(t.tolist() for t in torch.unique(ids, return_counts=True))))
     for s in segments_info:

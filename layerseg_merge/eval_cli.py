@@ -7,7 +7,17 @@ from pathlib import Path
 
 import click
 
+from layerseg_merge.errors import reported
 from layerseg_merge.eval.reports import bar_chart, compare, markdown, per_class_values, write_json
+
+
+def _check_outputs(*paths: str | None, inputs: tuple[str, ...] = ()) -> None:
+    """Refuse unwritable report paths, or paths inside an input, before the work, not after it."""
+    from layerseg_merge.output import check_writable_file
+
+    for path in paths:
+        if path:
+            check_writable_file(path, inputs)
 
 
 def _finish(report: dict, out: str | None, plot: str | None, title: str) -> None:
@@ -30,14 +40,9 @@ def _slide(value: str | None) -> tuple[int, int] | None:
     return crop, stride
 
 
-def _run(action):
-    from layerseg_merge.eval.datasets import DatasetError
-    from layerseg_merge.eval.metrics import LabelError
-
-    try:
+def _run(action, what: str = "evaluation"):
+    with reported(what):
         return action()
-    except (DatasetError, LabelError, FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
 
 
 @click.command("eval")
@@ -57,6 +62,8 @@ def eval_command(model, data, split, task, device, batch_size, amp, slide, worke
     """Run MODEL (a transformers directory) over a dataset and score it."""
     from layerseg_merge.eval.evaluate import evaluate
 
+    data_paths = tuple(p for p in data.partition(":")[2].split(",") if p)
+    _run(lambda: _check_outputs(out, plot, inputs=(model, *data_paths)))
     report = _run(lambda: evaluate(model, data, split=split, task=task, device=device,
                                    batch_size=batch_size, amp=amp, slide=_slide(slide), workers=workers))
     timing = report.pop("timing")
@@ -73,7 +80,7 @@ def score() -> None:
 @score.command("semantic")
 @click.option("--gt", "gt_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--pred", "pred_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--num-classes", required=True, type=int)
+@click.option("--num-classes", required=True, type=int, help="number of classes (at least 1)")
 @click.option("--ignore-index", default=255, show_default=True)
 @click.option("--class-names", type=click.Path(exists=True, dir_okay=False), help="one name per line")
 @click.option("--out", type=click.Path(dir_okay=False))
@@ -82,8 +89,12 @@ def score_semantic_command(gt_dir, pred_dir, num_classes, ignore_index, class_na
     """Class-index PNGs in --pred against --gt, paired by relative path (mmsegmentation IoUMetric)."""
     from layerseg_merge.eval.score import score_semantic
 
+    if num_classes < 1:
+        raise click.ClickException(f"--num-classes must be at least 1; got {num_classes}")
+    _run(lambda: _check_outputs(out, plot, inputs=(gt_dir, pred_dir)), "scoring")
     names = [n for n in Path(class_names).read_text().splitlines() if n] if class_names else None
-    report = _run(lambda: score_semantic(Path(gt_dir), Path(pred_dir), num_classes, ignore_index, names))
+    report = _run(lambda: score_semantic(Path(gt_dir), Path(pred_dir), num_classes, ignore_index, names),
+                  "scoring")
     _finish(report, out, plot, "per-class IoU")
 
 
@@ -98,15 +109,48 @@ def score_panoptic_command(gt_json, gt_folder, pred_json, pred_folder, out, plot
     """COCO panoptic predictions (panopticapi pq_compute inputs) against ground truth."""
     from layerseg_merge.eval.score import score_panoptic
 
-    report = _run(lambda: score_panoptic(Path(gt_json), Path(gt_folder), Path(pred_json), Path(pred_folder)))
+    _run(lambda: _check_outputs(out, plot, inputs=(gt_json, gt_folder, pred_json, pred_folder)), "scoring")
+    report = _run(lambda: score_panoptic(Path(gt_json), Path(gt_folder), Path(pred_json), Path(pred_folder)),
+                  "scoring")
     _finish(report, out, plot, "per-category PQ")
+
+
+def _read_report(path: str) -> dict:
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise click.ClickException(f"{path}: not a report JSON ({error}); pass files written by `layerseg eval "
+                                   "--out` or `layerseg score --out`") from error
+    semantic = isinstance(report, dict) and {"mIoU", "aAcc", "mAcc"} <= set(report)
+    panoptic = isinstance(report, dict) and all(isinstance(report.get(s), dict) for s in ("All", "Things", "Stuff"))
+    if not (semantic or panoptic):
+        raise click.ClickException(f"{path}: not a layerseg report (no mIoU, nor All/Things/Stuff); pass files "
+                                   "written by `layerseg eval --out` or `layerseg score --out`")
+    return report
+
+
+def report_labels(paths: list[str]) -> list[str]:
+    """A unique label per report: its file stem, or its path where stems repeat."""
+    stems = [Path(p).stem for p in paths]
+    labels = [stem if stems.count(stem) == 1 else str(Path(p).with_suffix("")) for stem, p in zip(stems, paths)]
+    if len(set(labels)) != len(labels):
+        labels = list(paths)
+    return labels
 
 
 @click.command("compare")
 @click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def compare_command(reports) -> None:
+@click.option("--label", "labels", multiple=True,
+              help="row label, once per report in order (default: file name, or path where names repeat)")
+def compare_command(reports, labels) -> None:
     """Print several report JSONs side by side (singles vs merges)."""
-    loaded = {Path(r).stem: json.loads(Path(r).read_text()) for r in reports}
+    if labels and len(labels) != len(reports):
+        raise click.ClickException(f"--label given {len(labels)} times for {len(reports)} reports; give one per "
+                                   "report or none")
+    labels = list(labels) or report_labels(list(reports))
+    if len(set(labels)) != len(labels):
+        raise click.ClickException("--label values repeat; give each report its own label")
+    loaded = {label: _read_report(path) for label, path in zip(labels, reports)}
     kinds = {"All" in r for r in loaded.values()}
     if len(kinds) > 1:
         raise click.ClickException("mixing semantic and panoptic reports; compare them separately")

@@ -1,13 +1,13 @@
-"""``layerseg merge``: a mergekit-yaml that writes its output only when the merge succeeded."""
+"""``layerseg merge``: mergekit-yaml with strict recipes and safe, atomic output."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import click
 from mergekit.options import add_merge_options
+
+from layerseg_merge.errors import reported
 
 
 def check_output_names(out: Path, anchor: str) -> None:
@@ -23,46 +23,47 @@ def check_output_names(out: Path, anchor: str) -> None:
         )
 
 
+def _check_device(merge_options) -> None:
+    device = str(merge_options.device or "cpu")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise click.ClickException("--cuda / --device cuda asked for, but this machine has no CUDA device "
+                                       "torch can use; drop the option to merge on the CPU")
+
+
 @click.command("merge")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it already holds files.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it holds a previous model output.")
 @add_merge_options
 def merge(merge_options, recipe: str, out: str, overwrite: bool) -> None:
     """Merge the models of RECIPE into OUT (takes every mergekit-yaml option).
 
-    The result is written next to OUT and moved into place only when the merge
-    succeeded (and, for layerwise_seg, holds exactly the anchor's tensors), so a
-    failed merge never leaves something that looks complete.
+    The result is written beside OUT and moved into place in one step only when
+    the merge succeeded (and, for layerwise_seg, holds exactly the anchor's
+    tensors). OUT may not be or hold an input, the current directory or the
+    recipe's folder; --overwrite replaces only a previous model output.
     """
-    from mergekit.merge import run_merge
+    with reported("merge"):
+        from mergekit.merge import run_merge
 
-    import layerseg_merge  # noqa: F401  (registers with mergekit)
-    from layerseg_merge.method import METHOD_NAME
-    from layerseg_merge.recipe import RecipeError, load_recipe
+        import layerseg_merge  # noqa: F401  (registers with mergekit)
+        from layerseg_merge.method import METHOD_NAME
+        from layerseg_merge.output import StagedOutput
+        from layerseg_merge.recipe import load_recipe
 
-    target = Path(out)
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise click.ClickException(f"{target} is not empty; pass --overwrite to replace it")
-    try:
         config, source = load_recipe(recipe)
-    except (RecipeError, ValueError, FileNotFoundError) as error:
-        raise click.ClickException(str(error)) from error
-    # Vision checkpoints have no tokenizer to copy.
-    merge_options = merge_options.model_copy(update={"copy_tokenizer": False})
-    merge_options.apply_global_options()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        run_merge(config, str(staging), options=merge_options, config_source=source)
-        if config.merge_method == METHOD_NAME:
-            check_output_names(staging, config.base_model.model.path)
-    except Exception as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, ValueError | RuntimeError | FileNotFoundError):
-            raise click.ClickException(f"merge failed: {error}") from error
-        raise
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
-    click.echo(f"merged model written to {target}", err=True)
+        _check_device(merge_options)
+        # Vision checkpoints have no tokenizer to copy.
+        merge_options = merge_options.model_copy(update={"copy_tokenizer": False})
+        merge_options.apply_global_options()
+        inputs = [m.model.path for m in config.referenced_models()]
+        with StagedOutput(out, "dir", overwrite=overwrite, inputs=inputs, recipe=recipe,
+                          log=lambda message: click.echo(message, err=True)) as staged:
+            run_merge(config, str(staged.staging), options=merge_options, config_source=source)
+            if config.merge_method == METHOD_NAME:
+                check_output_names(staged.staging, config.base_model.model.path)
+            staged.commit()
+    click.echo(f"merged model written to {out}", err=True)

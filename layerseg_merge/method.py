@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Sequence
+from difflib import get_close_matches
 from functools import lru_cache
 from typing import Annotated
 
@@ -39,7 +40,23 @@ from layerseg_merge.schedule import (
 )
 
 METHOD_NAME = "layerwise_seg"
+SHARED_PARAMETERS = ("uniform_until", "anchor_max", "schedule", "heads", "buffers")
+PER_INPUT_PARAMETERS = ("weight",)
 LOG = logging.getLogger(__name__)
+
+
+# Coefficients the kernel used in the current merge, per output tensor: (role, depth, {model: c}).
+# Read by the model card (plot of the schedule actually used); reset when a merge is planned.
+USED_COEFFICIENTS: dict[str, tuple[str, float | None, dict[str, float]]] = {}
+_OUTPUT: dict[str, str] = {}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be merged as written."""
+
+
+class NonFiniteTensor(ValueError):
+    """An input tensor with NaN or infinite values."""
 
 
 def _choice(name: str, choices: Sequence[str]):
@@ -98,12 +115,20 @@ def layerwise_seg_kernel(
         if info.role == "backbone" or e.is_base or model_layout(e.id).architecture == anchor.architecture
     ]
     anchor_index = next(i for i, e in enumerate(entries) if e.is_base)
+    for entry in entries:
+        if not torch.isfinite(entry.tensor).all():
+            raise NonFiniteTensor(
+                f"tensor {info.name!r} of model {entry.id} holds NaN or infinite values; layerwise_seg "
+                "does not merge them: fix or re-export that model, or leave it out of the recipe"
+            )
     settings = ScheduleSettings(uniform_until, anchor_max, schedule, heads)
     c = coefficients([weight[e.id] for e in entries], anchor_index, info.role, info.depth, settings)
+    USED_COEFFICIENTS[info.name] = (info.role, info.depth, {str(e.id): ci for e, ci in zip(entries, c)})
     is_buffer = info.name.endswith(("running_mean", "running_var"))
+    out_dtype = group.base.tensor.dtype  # the common dtype mergekit promoted the inputs to
     if is_buffer and buffers == "anchor":
-        return group.base.tensor.to(info.dtype)
-    accumulate = torch.float64 if group.base.tensor.dtype == torch.float64 else torch.float32
+        return group.base.tensor
+    accumulate = torch.float64 if out_dtype == torch.float64 else torch.float32
     merged = _weighted_sum([e.tensor for e in entries], c, accumulate)
     if is_buffer and buffers == "pooled" and info.name.endswith("running_var"):
         # Var of the mixture: sum c_i (var_i + (mu_i - mu)^2), mu = sum c_i mu_i.
@@ -112,7 +137,7 @@ def layerwise_seg_kernel(
                  for e in entries]
         pooled_mean = _weighted_sum(means, c, accumulate)
         merged += _weighted_sum([(m - pooled_mean) ** 2 for m in means], c, accumulate)
-    return merged.to(info.dtype)
+    return merged.to(out_dtype)
 
 
 class LayerwiseSegMerge(FunctionalGroupMergeMethod):
@@ -173,12 +198,15 @@ def _screen_inputs(task, tensors: dict) -> dict | torch.Tensor:
     anchor = tensors.get(task.base_model)
     if anchor is None:
         return tensors
-    if not anchor.is_floating_point():
-        return anchor
+    info = model_layout(task.base_model).tensors[task.output_weight.name]
+    if not info.dtype.is_floating_point:
+        if anchor.dtype == info.dtype:
+            return anchor
+        # a recipe `dtype:` made mergekit cast it (it can only keep int64 apart): read it as stored
+        return LoaderCache().get(task.base_model).get_tensor(info.name, device="cpu").to(anchor.device)
     different = [model for model, tensor in tensors.items() if tensor.shape != anchor.shape]
     if not different:
         return tensors
-    info = model_layout(task.base_model).tensors[task.output_weight.name]
     parameters = getattr(task.parameters, "data", task.parameters)  # ImmutableMap or its immutables.Map
     if info.role == "head" and parameters.get("heads") == "anchor":
         LOG.info("%s: leaving out %d input(s) with another head shape", info.name, len(different))
@@ -191,20 +219,105 @@ def _screen_inputs(task, tensors: dict) -> dict | torch.Tensor:
     )
 
 
-def _install_input_screen() -> None:
+def _suggest(key: str, choices: Sequence[str]) -> str:
+    close = get_close_matches(key, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_scope(scope: dict | None, where: str, allowed: Sequence[str]) -> None:
+    for key in scope or {}:
+        if key in allowed:
+            continue
+        if key in SHARED_PARAMETERS:
+            raise RecipeError(f"parameter {key!r} {where} would be ignored: it applies to the whole merge; "
+                              "move it to the recipe's top-level `parameters:`")
+        raise RecipeError(f"unknown parameter {key!r} {where}{_suggest(key, allowed)}; layerwise_seg takes "
+                          f"{', '.join(sorted(allowed))} there")
+
+
+def check_parameter_keys(config) -> None:
+    """Unknown or misplaced ``layerwise_seg`` parameters are errors (mergekit would ignore them).
+
+    Recipe-, module- and slice-level ``parameters:`` take every parameter (``weight`` there is
+    the default of each input); a model's own ``parameters:`` take ``weight`` only.
+    """
+    every = SHARED_PARAMETERS + PER_INPUT_PARAMETERS
+
+    def check_models(models, slices, where: str) -> None:
+        for model in models or []:
+            _check_scope(model.parameters, f"for model {model.model}", PER_INPUT_PARAMETERS)
+        for index, piece in enumerate(slices or []):
+            _check_scope(piece.parameters, f"in {where}slices[{index}].parameters", every)
+            for source in piece.sources:
+                _check_scope(source.parameters, f"for model {source.model}", PER_INPUT_PARAMETERS)
+
+    _check_scope(config.parameters, "in the recipe's `parameters:`", every)
+    check_models(config.models, config.slices, "")
+    for name, module in (config.modules or {}).items():
+        _check_scope(module.parameters, f"in modules.{name}.parameters", every)
+        check_models(module.models, module.slices, f"modules.{name}.")
+
+
+def _segmentation_card(original):
+    def generate_card(config, config_yaml, name=None, **kwargs):
+        if config.merge_method != METHOD_NAME or "out_path" not in _OUTPUT:
+            return original(config, config_yaml, name=name, **kwargs)
+        from layerseg_merge.card import write_card
+
+        anchor = str(config.base_model)
+        models = sorted({str(m) for m in config.referenced_models()}, key=lambda m: (m != anchor, m))
+        return write_card(_OUTPUT["out_path"], models, anchor, config_yaml, dict(USED_COEFFICIENTS))
+
+    return generate_card
+
+
+def _install_patches() -> None:
+    """Small patches of mergekit 0.1.5, active for ``layerwise_seg`` recipes only.
+
+    * :func:`_screen_inputs` before the kernel (integers, heads of other shapes);
+    * :func:`check_parameter_keys` when a merge is planned, so that the plain
+      ``mergekit-yaml`` refuses misspelled parameters too;
+    * a segmentation model card (:mod:`layerseg_merge.card`) instead of mergekit's
+      language-model card, which also looks every input path up on the Hub.
+    """
+    import mergekit.merge
     from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
+    from mergekit.plan import MergePlanner
 
     original = ExecuteMergeMethodTask.execute
     if getattr(original, "_layerseg", False):
         return
+    original_init, original_plan_to_disk = MergePlanner.__init__, MergePlanner.plan_to_disk
+
+    def planner_init(self, config, *args, **kwargs):
+        if config.merge_method == METHOD_NAME:
+            check_parameter_keys(config)
+            USED_COEFFICIENTS.clear()
+            _OUTPUT.clear()
+        original_init(self, config, *args, **kwargs)
+
+    def plan_to_disk(self, out_path: str):
+        if self.config.merge_method == METHOD_NAME:
+            _OUTPUT["out_path"] = out_path
+        return original_plan_to_disk(self, out_path)
+
+    MergePlanner.__init__ = planner_init
+    MergePlanner.plan_to_disk = plan_to_disk
+    mergekit.merge.generate_card = _segmentation_card(mergekit.merge.generate_card)
 
     def execute(self, tensors, **kwargs):
-        if self.method_name == METHOD_NAME:
-            screened = _screen_inputs(self, tensors)
-            if isinstance(screened, torch.Tensor):
-                return screened
-            tensors = screened
-        return original(self, tensors, **kwargs)
+        if self.method_name != METHOD_NAME:
+            return original(self, tensors, **kwargs)
+        screened = _screen_inputs(self, tensors)
+        if isinstance(screened, torch.Tensor):
+            return screened
+        result = original(self, screened, **kwargs)
+        anchor = screened.get(self.base_model)
+        # Written in the anchor's dtype as loaded: its stored dtype, or the recipe's `dtype:` (mergekit
+        # casts every input to it), not the dtype mergekit promotes mixed inputs to for the arithmetic.
+        if result is not None and anchor is not None and result.is_floating_point():
+            result = result.to(anchor.dtype)
+        return result
 
     execute._layerseg = True
     ExecuteMergeMethodTask.execute = execute
@@ -216,4 +329,4 @@ def register_method() -> None:
 
     if METHOD_NAME not in {m.spec.name for m in registry.registered_methods()}:
         registry.register(layerwise_seg)
-    _install_input_screen()
+    _install_patches()

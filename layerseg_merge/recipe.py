@@ -1,7 +1,8 @@
-"""Reading and checking mergekit recipes that use ``layerwise_seg``."""
+"""Reading and checking mergekit recipes; ``layerwise_seg`` recipes are checked strictly."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -9,11 +10,14 @@ from mergekit.config import MergeConfiguration
 from pydantic import ValidationError
 
 from layerseg_merge.architectures import check_compatible, layout_of
-from layerseg_merge.method import METHOD_NAME
+from layerseg_merge.method import METHOD_NAME, RecipeError, check_parameter_keys
 
 
-class RecipeError(ValueError):
-    """A recipe that cannot be merged as written."""
+def _validation_message(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "recipe"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
 
 
 def load_recipe(path: str | Path) -> tuple[MergeConfiguration, str]:
@@ -21,25 +25,49 @@ def load_recipe(path: str | Path) -> tuple[MergeConfiguration, str]:
     path = Path(path)
     try:
         source = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise RecipeError(f"{path}: cannot read recipe ({error.strerror})") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeError(f"{path}: cannot read recipe ({getattr(error, 'strerror', None) or error})") from error
     try:
         data = yaml.safe_load(source)
     except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML: {error}") from error
+        raise RecipeError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from error
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping with merge_method, models, ...")
+    if data.get("merge_method") == METHOD_NAME:
+        unknown = sorted(set(data) - set(MergeConfiguration.model_fields))
+        if unknown:
+            raise RecipeError(f"{path}: unknown recipe key {unknown[0]!r}; a recipe takes "
+                              f"{', '.join(sorted(MergeConfiguration.model_fields))} (layerwise_seg parameters "
+                              "go under `parameters:`)")
     try:
         config = MergeConfiguration.model_validate(data)
     except ValidationError as error:
-        raise RecipeError(f"{path}: not a valid mergekit recipe:\n{error}") from error
+        raise RecipeError(f"{path}: not a valid mergekit recipe: {_validation_message(error)}") from error
+    except RuntimeError as error:  # mergekit's own validators raise RuntimeError
+        raise RecipeError(f"{path}: not a valid mergekit recipe: {error}") from error
     if config.merge_method == METHOD_NAME:
         check_layerwise_recipe(config, str(path))
     return config, source
 
 
+def _scalar_weight(parameters: dict | None) -> float | None:
+    value = (parameters or {}).get("weight")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def model_directory(model, where: str) -> str:
+    """The local directory of a recipe model, or a message saying how paths are resolved."""
+    path = model.model.path
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise RecipeError(f"{where}: model {path} is not a folder; give a save_pretrained() directory")
+    raise RecipeError(f"{where}: model path {path!r} not found (relative paths are resolved from the current "
+                      f"directory, {os.getcwd()})")
+
+
 def check_layerwise_recipe(config: MergeConfiguration, where: str) -> None:
-    """The anchor rules that mergekit itself does not enforce."""
+    """What mergekit itself does not enforce: the anchor, parameter names, weights, compatible models."""
     if config.base_model is None:
         raise RecipeError(
             f"{where}: layerwise_seg needs an anchor: add `base_model:` naming one of the models"
@@ -52,6 +80,17 @@ def check_layerwise_recipe(config: MergeConfiguration, where: str) -> None:
         )
     if listed and len(listed) < 2:
         raise RecipeError(f"{where}: layerwise_seg merges at least 2 models; the recipe lists 1")
+    try:
+        check_parameter_keys(config)
+    except RecipeError as error:
+        raise RecipeError(f"{where}: {error}") from error
+    default = _scalar_weight(config.parameters)
+    weights = [_scalar_weight(m.parameters) for m in config.models or []]
+    weights = [w if w is not None else default if default is not None else 1.0 for w in weights]
+    if weights and all(w == 0 for w in weights):
+        raise RecipeError(f"{where}: every model has weight 0; give at least one model a positive weight")
+    for model in {*listed, config.base_model}:
+        model_directory(model, where)
     anchor = layout_of(config.base_model.model.path)
     for model in listed:
         if model != config.base_model:

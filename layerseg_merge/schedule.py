@@ -88,9 +88,14 @@ def coefficients(
     """
     if any(w < 0 for w in weights):
         raise ValueError(f"layerwise_seg: weights must be >= 0; got {list(weights)}")
+    if len(weights) == 1:
+        return [1.0]
     total = float(sum(weights))
+    if total <= 0.0:
+        raise ValueError("layerwise_seg: the weights of the models sum to 0; give at least one model a "
+                         "positive weight")
     others = total - weights[anchor_index]
-    if len(weights) == 1 or others == 0.0:
+    if others == 0.0:
         return [1.0 if i == anchor_index else 0.0 for i in range(len(weights))]
     uniform = weights[anchor_index] / total
     if role == "head":

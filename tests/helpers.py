@@ -116,3 +116,31 @@ def segformer_depths(config) -> dict[str, tuple[str, float | None]]:
         raise AssertionError(name)
 
     return role_depth
+
+
+def tree_digest(*roots: Path) -> str:
+    """sha256 over every file (relative path, mode, bytes) under ``roots``: proves inputs are untouched."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    for root in roots:
+        root = Path(root)
+        paths = sorted(root.rglob("*")) if root.is_dir() else [root]
+        for path in paths:
+            digest.update(str(path.relative_to(root.parent)).encode())
+            if path.is_file():
+                digest.update(oct(os.stat(path).st_mode).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    """A CLI failure shown as one line ``Error: ...`` with exit code 1 and no traceback."""
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    assert "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

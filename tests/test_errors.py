@@ -118,17 +118,6 @@ def test_failed_cli_merge_leaves_nothing_behind(tmp_path, segformers):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
 
 
-def test_cli_refuses_to_overwrite_and_replaces_with_flag(tmp_path, segformers):
-    recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("x")
-    result = CliRunner().invoke(main, ["merge", str(recipe), str(tmp_path / "out")])
-    assert result.exit_code != 0 and "pass --overwrite" in result.output
-    result = CliRunner().invoke(main, ["merge", str(recipe), str(tmp_path / "out"), "--overwrite"])
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "out" / "config.json").exists() and not (tmp_path / "out" / "keep.txt").exists()
-
-
 def test_bad_yaml_names_the_file(tmp_path):
     recipe = tmp_path / "broken.yaml"
     recipe.write_text("merge_method: [layerwise_seg\n")

@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
-from transformers import AutoConfig, PretrainedConfig
 
 from layerseg_merge.architectures.base import BackboneFamily, Host
-from layerseg_merge.checkpoint import TensorHeader, read_tensor_headers
+from layerseg_merge.checkpoint import CheckpointError, TensorHeader, read_config, read_tensor_headers
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 Role = Literal["backbone", "head"]
 
@@ -142,16 +144,28 @@ def _stamp(path: str) -> tuple[int, ...]:
     return (os.stat(path).st_mtime_ns, os.stat(config).st_mtime_ns if os.path.exists(config) else 0)
 
 
+def load_config(path: str) -> PretrainedConfig:
+    """The transformers config of a model directory; one-line errors for broken files."""
+    from transformers import AutoConfig
+
+    read_config(path)  # names a missing, malformed or typeless config.json
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}/config.json: transformers cannot read it ({first})") from error
+
+
 @lru_cache(maxsize=64)
 def _cached_layout(path: str, stamp: tuple[int, ...]) -> ModelLayout:
-    config = AutoConfig.from_pretrained(path)
-    return build_layout(path, config, read_tensor_headers(path))
+    return build_layout(path, load_config(path), read_tensor_headers(path))
 
 
 def layout_of(path: str) -> ModelLayout:
     """The layout of the checkpoint directory ``path`` (cached while its files are unchanged)."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: not a model directory (expected config.json + weights)")
+        raise FileNotFoundError(f"{path}: not a model directory (expected config.json + weights; relative "
+                                f"paths are resolved from the current directory, {os.getcwd()})")
     return _cached_layout(os.path.abspath(path), _stamp(path))
 
 

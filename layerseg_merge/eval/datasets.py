@@ -207,6 +207,46 @@ def open_dataset(spec: str, split: str = "val", task: str = "semantic"):
                        "coco-panoptic:IMAGES,JSON,PNG_DIR or folder:ROOT")
 
 
+@dataclass(frozen=True)
+class FailedSample:
+    """A sample that could not be read: the error travels as a value (see :class:`CarryErrors`)."""
+
+    error_type: type
+    message: str
+
+    def raise_error(self):
+        raise self.error_type(self.message)
+
+
+class CarryErrors(torch.utils.data.Dataset):
+    """Return a dataset's own errors as values instead of raising them in a DataLoader worker.
+
+    A worker re-raises errors in the main process wrapped in "Caught X in DataLoader worker
+    process 0" and a worker traceback; carried as a value, the message reaches the user as is.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        from layerseg_merge.eval.metrics import LabelError
+
+        try:
+            return self.dataset[index]
+        except (DatasetError, LabelError) as error:
+            return FailedSample(type(error), str(error))
+
+
+def checked(sample):
+    """``sample``, or its error raised in this (the main) process."""
+    if isinstance(sample, FailedSample):
+        sample.raise_error()
+    return sample
+
+
 def collate(samples: list[dict]) -> list[dict]:
     """Keep samples as a list: images may differ in size; the image processor batches them."""
     return samples

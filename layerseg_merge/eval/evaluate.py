@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from layerseg_merge.eval.datasets import collate, open_dataset
+from layerseg_merge.eval.datasets import CarryErrors, checked, collate, open_dataset
 from layerseg_merge.eval.inference import Segmenter, label_to_category
 from layerseg_merge.eval.metrics import PanopticMetric, SemanticMetric
 
@@ -45,7 +45,7 @@ def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "
     if world > 1 and segmenter.device.type == "cuda":
         torch.cuda.set_device(rank % torch.cuda.device_count())
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
-    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, collate_fn=collate,
+    loader = torch.utils.data.DataLoader(CarryErrors(shard), batch_size=batch_size, collate_fn=collate,
                                          num_workers=workers, persistent_workers=False)
     if task == "semantic":
         num_classes = len(segmenter.id2label)
@@ -60,20 +60,23 @@ def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "
     start, images = time.perf_counter(), 0
     bar = tqdm(total=len(shard), desc=f"eval {Path(model_dir).name}", unit="img",
                disable=not progress or rank != 0)
-    for batch in loader:
-        pictures = [sample["image"] for sample in batch]
-        if task == "semantic":
-            for sample, prediction in zip(batch, segmenter.semantic(pictures)):
-                if num_classes < 255:  # smaller maps take the metric's fastest path
-                    prediction = prediction.to(torch.uint8)
-                metric.update(prediction, sample["label"], name=sample["name"])
-        else:
-            for sample, (ids, segments) in zip(batch, segmenter.panoptic(pictures, mapping, stuff)):
-                metric.update(ids, segments, sample["panoptic"], sample["segments"], name=sample["name"])
-        images += len(batch)
-        bar.update(len(batch))
-        bar.set_postfix(img_s=f"{images / (time.perf_counter() - start):.1f}")
-    bar.close()
+    try:
+        for batch in loader:
+            batch = [checked(sample) for sample in batch]
+            pictures = [sample["image"] for sample in batch]
+            if task == "semantic":
+                for sample, prediction in zip(batch, segmenter.semantic(pictures)):
+                    if num_classes < 255:  # smaller maps take the metric's fastest path
+                        prediction = prediction.to(torch.uint8)
+                    metric.update(prediction, sample["label"], name=sample["name"])
+            else:
+                for sample, (ids, segments) in zip(batch, segmenter.panoptic(pictures, mapping, stuff)):
+                    metric.update(ids, segments, sample["panoptic"], sample["segments"], name=sample["name"])
+            images += len(batch)
+            bar.update(len(batch))
+            bar.set_postfix(img_s=f"{images / (time.perf_counter() - start):.1f}")
+    finally:
+        bar.close()
     metric.reduce()
     elapsed = time.perf_counter() - start
     if task == "semantic":

@@ -28,7 +28,13 @@ def pick_device(device: str = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"--device {device}: not a device name; use auto, cpu, cuda or cuda:N") from error
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA device torch can use; use --device cpu")
+    return chosen
 
 
 def autocast(device: torch.device, amp: str):

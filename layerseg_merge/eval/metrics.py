@@ -43,6 +43,8 @@ class SemanticMetric:
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu"):
+        if num_classes < 1:
+            raise LabelError(f"the number of classes must be at least 1; got {num_classes}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.confusion = torch.zeros(num_classes, num_classes + 1, dtype=torch.int64, device=device)
@@ -141,6 +143,8 @@ class PanopticMetric:
     """
 
     def __init__(self, categories: Mapping[int, bool], device: str | torch.device = "cpu"):
+        if not categories:
+            raise LabelError("no categories to score; the ground truth must list its categories")
         self.categories = dict(categories)
         size = max(self.categories) + 1
         self.isthing = torch.zeros(size, dtype=torch.bool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -18,8 +19,11 @@ def _clean(value):
 
 
 def write_json(report: dict, path: str | Path) -> None:
+    """Write ``report`` (NaN as null) atomically: a reader sees the old file or the new one."""
+    from layerseg_merge.output import write_file_atomically
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
+    write_file_atomically(path, json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
 
 
 def _pct(value) -> str:
@@ -81,8 +85,12 @@ def bar_chart(values: dict[str, float | None], path: str | Path, title: str) -> 
             right = left + int((width - left - 70) * value)
             draw.rectangle([left, y + 2, right, y + row - 3], fill="#3b78c4")
         draw.text((width - 62, y + 2), _pct(value), fill="black")
+    from layerseg_merge.output import write_file_atomically
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_file_atomically(path, buffer.getvalue())
 
 
 def per_class_values(report: dict) -> dict[str, float | None]:

@@ -11,7 +11,9 @@ from tqdm import tqdm
 
 from layerseg_merge.eval.datasets import (
     IMAGE_SUFFIXES,
+    CarryErrors,
     DatasetError,
+    checked,
     label_tensor,
     read_image,
     read_panoptic_ids,
@@ -31,12 +33,15 @@ class _Pairs(torch.utils.data.Dataset):
 
 
 def _loader(pairs, load, workers: int):
-    return torch.utils.data.DataLoader(_Pairs(pairs, load), batch_size=None, num_workers=workers)
+    loader = torch.utils.data.DataLoader(CarryErrors(_Pairs(pairs, load)), batch_size=None, num_workers=workers)
+    return (checked(item) for item in loader)
 
 
 def score_semantic(gt_dir: Path, pred_dir: Path, num_classes: int, ignore_index: int = 255,
                    class_names: list[str] | None = None, workers: int = 2, progress: bool = True) -> dict:
     """Class-index PNGs in ``pred_dir`` against ``gt_dir``, paired by relative path."""
+    if num_classes < 1:
+        raise DatasetError(f"--num-classes must be at least 1; got {num_classes}")
     gts = sorted(p for p in gt_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not gts:
         raise DatasetError(f"{gt_dir}: no label images")
@@ -51,17 +56,33 @@ def score_semantic(gt_dir: Path, pred_dir: Path, num_classes: int, ignore_index:
         return name, label_tensor(read_image(gt)), label_tensor(read_image(pred))
 
     metric = SemanticMetric(num_classes, ignore_index)
-    for name, label, prediction in tqdm(_loader(pairs, load, workers), total=len(pairs), desc="score",
-                                        unit="img", disable=not progress):
-        metric.update(prediction, label, name=name)
+    with tqdm(_loader(pairs, load, workers), total=len(pairs), desc="score", unit="img",
+              disable=not progress) as bar:
+        for name, label, prediction in bar:
+            metric.update(prediction, label, name=name)
     return metric.compute(class_names)
 
 
-def _annotations(json_path: Path) -> dict:
+def _annotations(json_path: Path, with_categories: bool) -> dict:
     try:
-        return json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        data = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DatasetError(f"{json_path}: cannot read COCO panoptic JSON ({error})") from error
+    needed = ("annotations", "categories") if with_categories else ("annotations",)
+    for key in needed:
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise DatasetError(f"{json_path}: not a COCO panoptic JSON (no `{key}` list)")
+    if with_categories and not data["categories"]:
+        raise DatasetError(f"{json_path}: `categories` is empty; the ground truth must list its categories")
+    try:
+        for annotation in data["annotations"]:
+            annotation["image_id"], annotation["file_name"], annotation["segments_info"]  # noqa: B018
+        categories = [(c["id"], c.get("isthing", 0)) for c in data.get("categories", [])]
+    except (KeyError, TypeError, AttributeError) as error:
+        raise DatasetError(f"{json_path}: not a COCO panoptic JSON (an entry lacks {error})") from error
+    if any(not isinstance(cid, int) or cid < 0 for cid, _ in categories):
+        raise DatasetError(f"{json_path}: category ids must be non-negative integers")
+    return data
 
 
 def _ids(png: Path, segments_info: list[dict]) -> tuple[torch.Tensor, list[Segment]]:
@@ -78,7 +99,7 @@ def _ids(png: Path, segments_info: list[dict]) -> tuple[torch.Tensor, list[Segme
 def score_panoptic(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder: Path,
                    workers: int = 2, progress: bool = True) -> dict:
     """panopticapi ``pq_compute`` inputs: COCO panoptic JSON + PNG folder for GT and predictions."""
-    gt, pred = _annotations(gt_json), _annotations(pred_json)
+    gt, pred = _annotations(gt_json, True), _annotations(pred_json, False)
     categories = {c["id"]: bool(c.get("isthing", 0)) for c in gt["categories"]}
     predictions = {a["image_id"]: a for a in pred["annotations"]}
     pairs = []

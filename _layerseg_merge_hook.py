@@ -1,15 +1,20 @@
 """Start-up hook (loaded by layerseg_merge_hook.pth): register layerseg-merge with mergekit.
 
-Nothing is imported until mergekit itself is: a one-shot finder wraps
-mergekit's loader and imports ``layerseg_merge`` right after ``mergekit``
-finishes loading. Set LAYERSEG_MERGE_NO_HOOK=1 to disable.
+Nothing is imported at start-up: a one-shot finder wraps mergekit's loader and, right
+after ``mergekit`` finishes loading, runs the callbacks given to
+:func:`when_mergekit_loads`. The hook's own callback imports ``layerseg_merge``,
+whose ``__init__`` registers the plugin. ``import layerseg_merge`` uses the same
+function, so registration is lazy with or without this hook. Set
+LAYERSEG_MERGE_NO_HOOK=1 to disable the hook.
 """
 
 import os
 import sys
 
 
-class _RegisterAfterMergekit:
+class _AfterMergekit:
+    callbacks: list = []
+
     @classmethod
     def find_spec(cls, name, path=None, target=None):
         if name != "mergekit":
@@ -24,14 +29,30 @@ class _RegisterAfterMergekit:
 
         def exec_module(module):
             load(module)
-            try:
-                import layerseg_merge  # noqa: F401  (registers on import)
-            except ImportError as error:  # a broken install must not break mergekit
-                sys.stderr.write(f"layerseg-merge: not registered with mergekit ({error})\n")
+            for callback in cls.callbacks:
+                try:
+                    callback()
+                except Exception as error:  # a broken plugin must not break mergekit
+                    sys.stderr.write(f"layerseg-merge: not registered with mergekit ({error})\n")
 
         spec.loader.exec_module = exec_module
         return spec
 
 
-if not os.environ.get("LAYERSEG_MERGE_NO_HOOK") and "mergekit" not in sys.modules:
-    sys.meta_path.insert(0, _RegisterAfterMergekit)
+def when_mergekit_loads(callback) -> None:
+    """Run ``callback`` once mergekit has been imported (at once if it already is)."""
+    if "mergekit" in sys.modules:
+        callback()
+        return
+    if callback not in _AfterMergekit.callbacks:
+        _AfterMergekit.callbacks.append(callback)
+    if _AfterMergekit not in sys.meta_path:
+        sys.meta_path.insert(0, _AfterMergekit)
+
+
+def _import_layerseg_merge() -> None:
+    import layerseg_merge  # noqa: F401  (registers once mergekit is loaded)
+
+
+if not os.environ.get("LAYERSEG_MERGE_NO_HOOK"):
+    when_mergekit_loads(_import_layerseg_merge)

@@ -8,7 +8,6 @@ recorded per tensor during the merge.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -17,12 +16,14 @@ from pathlib import Path
 import yaml
 
 PLOT_FILE = "coefficients.png"
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def hub_ids(models: Sequence[str]) -> list[str]:
-    """The inputs named by a Hub id (``org/name``, not a local path)."""
-    return sorted({m for m in models if HUB_ID.fullmatch(m) and not os.path.exists(m)})
+    """The inputs named by a Hub id (``org/name``, not a local path), without their ``@revision``."""
+    from layerseg_merge.hub import is_hub_id
+
+    names = (m.split("@", 1)[0] for m in models)
+    return sorted({name for name in names if is_hub_id(name)})
 
 
 def card_text(models: Sequence[str], anchor: str, recipe_yaml: str, task: str | None,
@@ -126,3 +127,49 @@ def front_matter(text: str) -> tuple[dict, str]:
             body = text[end + 4:].lstrip("\n")
             return (metadata if isinstance(metadata, dict) else {}), body
     return {}, text
+
+
+def _dataset(data: str) -> tuple[str, str]:
+    """(dataset type, dataset name) of a ``KIND:PATH`` spec, for the Hub's model-index."""
+    kind, _, path = data.partition(":")
+    first = path.split(",")[0].rstrip("/")
+    if kind == "cityscapes":
+        return "cityscapes", "Cityscapes"
+    if kind == "coco-panoptic":
+        return "coco-panoptic", f"COCO panoptic ({Path(first).name})"
+    return kind, Path(first).name or kind
+
+
+def add_eval_result(model_dir: str | Path, report: dict, data: str, split: str) -> Path:
+    """Add (or replace) the report's headline numbers as Hugging Face ``model-index`` results in the card.
+
+    Values are percentages, as papers quote them: mIoU, aAcc, mAcc for semantic reports; PQ, SQ, RQ
+    for panoptic ones. A card is created when the model has none.
+    """
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    from layerseg_merge.output import write_file_atomically
+
+    path = Path(model_dir) / "README.md"
+    if path.exists():
+        card = ModelCard.load(path, ignore_metadata_errors=True)
+    else:
+        metadata = ModelCardData(library_name="transformers", pipeline_tag="image-segmentation")
+        card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n# {Path(model_dir).resolve().name}\n")
+    dataset_type, dataset_name = _dataset(data)
+    if "All" in report:
+        task, metrics = "panoptic-segmentation", [(k.upper(), f"panoptic_{k}", report["All"][k])
+                                                 for k in ("pq", "sq", "rq")]
+    else:
+        task, metrics = "semantic-segmentation", [("mIoU", "mean_iou", report["mIoU"]),
+                                                  ("aAcc", "overall_accuracy", report["aAcc"]),
+                                                  ("mAcc", "mean_accuracy", report["mAcc"])]
+    new = [EvalResult(task_type=task, task_name=task.replace("-", " ").capitalize(), dataset_type=dataset_type,
+                      dataset_name=dataset_name, dataset_split=split, metric_type=metric_type, metric_name=name,
+                      metric_value=round(100 * value, 2))
+           for name, metric_type, value in metrics if value is not None]
+    kept = [r for r in card.data.eval_results or [] if not any(r.is_equal_except_value(n) for n in new)]
+    card.data.eval_results = kept + new
+    card.data.model_name = card.data.model_name or Path(model_dir).resolve().name
+    write_file_atomically(path, str(card))
+    return path

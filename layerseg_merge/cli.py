@@ -1,4 +1,8 @@
-"""The ``layerseg`` command line. Subcommands import their (heavy) modules only when run."""
+"""The ``layerseg`` command line. Subcommands import their (heavy) modules only when run.
+
+``layerseg --help`` lists the commands from the table below, without importing
+them, so it answers at once; a test checks that each summary matches its command.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,21 @@ import importlib
 
 import click
 
-_COMMANDS = {
-    "merge": ("layerseg_merge.merge_cli", "merge"),
-    "architectures": ("layerseg_merge.cli", "architectures"),
-    "eval": ("layerseg_merge.eval_cli", "eval_command"),
-    "score": ("layerseg_merge.eval_cli", "score"),
-    "compare": ("layerseg_merge.eval_cli", "compare_command"),
-    "demo": ("layerseg_merge.demo", "demo"),
+# name -> (module, attribute, one-line summary)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "merge": ("layerseg_merge.merge_cli", "merge",
+              "Merge the models of RECIPE into OUT (takes every mergekit-yaml option)."),
+    "architectures": ("layerseg_merge.cli", "architectures",
+                      "List the supported hosts (config.json `architectures`) and backbones."),
+    "recipes": ("layerseg_merge.cli", "recipes", "List the shipped recipes, or print one (NAME)."),
+    "eval": ("layerseg_merge.eval_cli", "eval_command", "Run MODEL (a transformers directory) over a dataset and "
+             "score it."),
+    "score": ("layerseg_merge.eval_cli", "score", "Score predictions already on disk."),
+    "compare": ("layerseg_merge.eval_cli", "compare_command",
+                "Print several report JSONs side by side (singles vs merges)."),
+    "demo": ("layerseg_merge.demo", "demo",
+             "Merge the miniature UDA models with mergekit and compare singles, uniform and layerwise_seg."),
+    "selftest": ("layerseg_merge.cli", "selftest", "Run the test suite shipped with the package (pytest)."),
 }
 
 
@@ -20,13 +32,17 @@ class LazyGroup(click.Group):
     """A click group whose subcommands live in modules imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_COMMANDS)
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in _COMMANDS:
+        if name not in COMMANDS:
             return None
-        module, attribute = _COMMANDS[name]
+        module, attribute, _ = COMMANDS[name]
         return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][2]) for name in self.list_commands(ctx)])
 
 
 @click.group(cls=LazyGroup)
@@ -47,3 +63,48 @@ def architectures() -> None:
     click.echo("\nbackbone families (model_type in config.json):")
     for family in sorted({f.name: f for f in FAMILIES.values()}.values(), key=lambda f: f.name):
         click.echo(f"  {family.name:10s} {', '.join(family.model_types)}")
+
+
+@click.command("recipes")
+@click.argument("name", required=False)
+def recipes(name: str | None) -> None:
+    """List the shipped recipes, or print one (NAME).
+
+    The recipes are mergekit YAML files for the paper's scenarios and a commented
+    template; copy one and edit the model paths: `layerseg recipes NAME > my.yaml`.
+    """
+    from layerseg_merge.resources import recipe_files
+
+    files = recipe_files()
+    if name is None:
+        for stem, path in files.items():
+            first = next((line[2:] for line in path.read_text().splitlines() if line.startswith("# ")), "")
+            click.echo(f"{stem:40s} {first}")
+        return
+    if name.removesuffix(".yaml") not in files:
+        raise click.ClickException(f"no shipped recipe {name!r}; `layerseg recipes` lists them")
+    click.echo(files[name.removesuffix(".yaml")].read_text(), nl=False)
+
+
+@click.command("selftest", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def selftest(pytest_args: tuple[str, ...]) -> None:
+    """Run the test suite shipped with the package (pytest).
+
+    Inside a clone it runs the clone's tests/, elsewhere the copy shipped in the wheel;
+    extra arguments go to pytest (e.g. `layerseg selftest -x -k merge`). Slow opt-in
+    tests run with `-m slow`.
+    """
+    import sys
+
+    from layerseg_merge.resources import tests_dir
+
+    try:
+        import pytest
+    except ImportError as error:
+        raise click.ClickException("pytest is not installed; install the test extra: "
+                                   "pip install 'layerseg-merge[test]'") from error
+    options = [] if "-m" in pytest_args else ["-m", "not slow"]
+    suite = tests_dir()
+    click.echo(f"running {suite}", err=True)
+    sys.exit(pytest.main([str(suite), "-p", "no:cacheprovider", *options, *pytest_args]))

@@ -15,31 +15,22 @@ import click
 import yaml
 
 SCENARIOS = (
-    ("different_sources", "plugin_configs/miniature_different_sources.yaml"),
-    ("different_heads", "plugin_configs/miniature_different_heads.yaml"),
-    ("semantic_into_panoptic", "plugin_configs/miniature_semantic_into_panoptic.yaml"),
+    ("different_sources", "miniature_different_sources"),
+    ("different_heads", "miniature_different_heads"),
+    ("semantic_into_panoptic", "miniature_semantic_into_panoptic"),
 )
 SINGLES = ("source_only", "dr", "dacs", "mic", "dacs_source2", "panoptic")
-ASSETS = Path("examples/miniature_uda/assets")
+DEMO_FILES = {"results.json", "results.png", "merged"}
 
 
-def find_root(root: Path | None) -> Path:
-    """The repository root holding the recipes and the shipped assets."""
-    candidates = [root] if root else [Path.cwd(), Path(__file__).resolve().parents[1]]
-    for candidate in candidates:
-        if (candidate / ASSETS / "models").is_dir() and (candidate / SCENARIOS[0][1]).is_file():
-            return candidate
-    raise click.ClickException(
-        "the miniature UDA assets were not found; run `layerseg demo` from a clone of the repository "
-        "(or pass --root REPO)")
+def recipe_for(recipe: str, uniform: bool, assets: Path) -> dict:
+    """A shipped recipe with its model paths under ``assets``; ``uniform`` makes it a plain weighted average."""
+    from layerseg_merge.resources import DEMO_ASSETS_IN_RECIPES, recipe_files
 
-
-def recipe_for(root: Path, recipe: str, uniform: bool, assets: Path) -> dict:
-    """The recipe with its model paths under ``assets``; ``uniform`` makes it a plain weighted average."""
-    data = yaml.safe_load((root / recipe).read_text())
+    data = yaml.safe_load(recipe_files()[recipe].read_text())
 
     def place(path: str) -> str:
-        return str(assets / Path(path).relative_to(ASSETS))
+        return str(assets / Path(path).relative_to(DEMO_ASSETS_IN_RECIPES))
 
     data["base_model"] = place(data["base_model"])
     for entry in data["models"]:
@@ -85,11 +76,11 @@ def score(model: Path, test: Path, limit: int | None, panoptic: bool) -> dict:
     return row
 
 
-def run_demo(out: Path, root: Path | None = None, limit: int | None = None,
-             assets: Path | None = None) -> list[dict]:
-    """Score singles and merges; ``assets`` overrides the shipped models (other seeds)."""
-    root = find_root(root)
-    assets = assets or root / ASSETS
+def run_demo(out: Path, limit: int | None = None, assets: Path | None = None) -> list[dict]:
+    """Score singles and merges into ``out``; ``assets`` overrides the shipped models (other seeds)."""
+    from layerseg_merge.resources import demo_assets
+
+    assets = assets or demo_assets()
     test = assets / "target_test"
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
@@ -105,9 +96,9 @@ def run_demo(out: Path, root: Path | None = None, limit: int | None = None,
     for name in SINGLES:
         add(name, "single", None, assets / "models" / name)
     for scenario, recipe in SCENARIOS:
-        click.echo(f"scenario {scenario} ({recipe}):", err=True)
+        click.echo(f"scenario {scenario} (recipe {recipe}):", err=True)
         for kind in ("uniform", "layerwise_seg"):
-            data = recipe_for(root, recipe, kind == "uniform", assets)
+            data = recipe_for(recipe, kind == "uniform", assets)
             merged = merge(data, out / "merged" / f"{scenario}_{kind}")
             add(f"{scenario}/{kind}", kind, scenario, merged)
     return rows
@@ -121,20 +112,36 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def is_demo_output(path: Path) -> bool:
+    """A previous `layerseg demo` output, which a new run may replace."""
+    names = {entry.name for entry in path.iterdir()}
+    return "results.json" in names and names <= DEMO_FILES
+
+
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"),
-              show_default=True, help="where merged models, results.json and the chart go")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="repository root (default: the current directory)")
+              show_default=True, help="where merged models, results.json and the chart go (replaces only a "
+              "previous demo output)")
 @click.option("--limit", type=int, default=None, help="score only the first N test images")
-def demo(out: Path, root: Path | None, limit: int | None) -> None:
-    """Merge the miniature UDA models with mergekit and compare singles, uniform and layerwise_seg."""
+def demo(out: Path, limit: int | None) -> None:
+    """Merge the miniature UDA models with mergekit and compare singles, uniform and layerwise_seg.
+
+    Works from any directory: the models, the target test split and the recipes ship with the package.
+    """
+    from layerseg_merge.errors import reported
     from layerseg_merge.eval.reports import bar_chart
+    from layerseg_merge.output import StagedOutput
+    from layerseg_merge.resources import demo_assets
 
     started = time.perf_counter()
-    rows = run_demo(out, root, limit)
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    bar_chart({r["name"]: r["mIoU"] for r in rows}, out / "results.png", "target mIoU (BN statistics as stored)")
+    with reported("demo"):
+        with StagedOutput(out, overwrite=True, inputs=[demo_assets()], replaceable=is_demo_output,
+                          log=lambda message: click.echo(message, err=True)) as staged:
+            rows = run_demo(staged.staging, limit)
+            (staged.staging / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+            bar_chart({r["name"]: r["mIoU"] for r in rows}, staged.staging / "results.png",
+                      "target mIoU (BN statistics as stored)")
+            staged.commit()
     click.echo(table(rows))
     click.echo(f"\nresults: {out / 'results.json'}, chart: {out / 'results.png'} "
                f"({time.perf_counter() - started:.0f} s)", err=True)

@@ -58,18 +58,26 @@ def _run(action, what: str = "evaluation"):
 @click.option("--workers", default=2, show_default=True, help="DataLoader workers decoding images")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the report JSON here")
 @click.option("--plot", type=click.Path(dir_okay=False), help="write a per-class bar chart (PNG)")
-def eval_command(model, data, split, task, device, batch_size, amp, slide, workers, out, plot) -> None:
+@click.option("--card", is_flag=True, help="add the result to MODEL/README.md as Hugging Face model-index metadata")
+def eval_command(model, data, split, task, device, batch_size, amp, slide, workers, out, plot, card) -> None:
     """Run MODEL (a transformers directory) over a dataset and score it."""
     from layerseg_merge.eval.evaluate import evaluate
 
     data_paths = tuple(p for p in data.partition(":")[2].split(",") if p)
     _run(lambda: _check_outputs(out, plot, inputs=(model, *data_paths)))
+    if card:  # the one file of MODEL this command may write
+        _run(lambda: _check_outputs(str(Path(model) / "README.md"), inputs=data_paths))
     report = _run(lambda: evaluate(model, data, split=split, task=task, device=device,
                                    batch_size=batch_size, amp=amp, slide=_slide(slide), workers=workers))
     timing = report.pop("timing")
     click.echo(f"{timing['images']} images in {timing['seconds']:.1f} s on {timing['device']} "
                f"({timing['images'] / max(timing['seconds'], 1e-9):.1f} img/s)", err=True)
     _finish(report, out, plot, f"{Path(model).name} on {data}")
+    if card:
+        from layerseg_merge.card import add_eval_result
+
+        written = _run(lambda: add_eval_result(model, report, data, split))
+        click.echo(f"result added to the model card {written}", err=True)
 
 
 @click.group("score")
@@ -83,9 +91,10 @@ def score() -> None:
 @click.option("--num-classes", required=True, type=int, help="number of classes (at least 1)")
 @click.option("--ignore-index", default=255, show_default=True)
 @click.option("--class-names", type=click.Path(exists=True, dir_okay=False), help="one name per line")
+@click.option("--workers", type=int, default=None, help="processes decoding and scoring (default: CPUs, up to 4)")
 @click.option("--out", type=click.Path(dir_okay=False))
 @click.option("--plot", type=click.Path(dir_okay=False))
-def score_semantic_command(gt_dir, pred_dir, num_classes, ignore_index, class_names, out, plot) -> None:
+def score_semantic_command(gt_dir, pred_dir, num_classes, ignore_index, class_names, workers, out, plot) -> None:
     """Class-index PNGs in --pred against --gt, paired by relative path (mmsegmentation IoUMetric)."""
     from layerseg_merge.eval.score import score_semantic
 
@@ -93,8 +102,8 @@ def score_semantic_command(gt_dir, pred_dir, num_classes, ignore_index, class_na
         raise click.ClickException(f"--num-classes must be at least 1; got {num_classes}")
     _run(lambda: _check_outputs(out, plot, inputs=(gt_dir, pred_dir)), "scoring")
     names = [n for n in Path(class_names).read_text().splitlines() if n] if class_names else None
-    report = _run(lambda: score_semantic(Path(gt_dir), Path(pred_dir), num_classes, ignore_index, names),
-                  "scoring")
+    report = _run(lambda: score_semantic(Path(gt_dir), Path(pred_dir), num_classes, ignore_index, names,
+                                         workers=workers), "scoring")
     _finish(report, out, plot, "per-class IoU")
 
 
@@ -103,14 +112,16 @@ def score_semantic_command(gt_dir, pred_dir, num_classes, ignore_index, class_na
 @click.option("--gt-folder", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--pred-json", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--pred-folder", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--workers", type=int, default=None, help="processes decoding and scoring (default: CPUs, up to 4)")
 @click.option("--out", type=click.Path(dir_okay=False))
 @click.option("--plot", type=click.Path(dir_okay=False))
-def score_panoptic_command(gt_json, gt_folder, pred_json, pred_folder, out, plot) -> None:
+def score_panoptic_command(gt_json, gt_folder, pred_json, pred_folder, workers, out, plot) -> None:
     """COCO panoptic predictions (panopticapi pq_compute inputs) against ground truth."""
     from layerseg_merge.eval.score import score_panoptic
 
     _run(lambda: _check_outputs(out, plot, inputs=(gt_json, gt_folder, pred_json, pred_folder)), "scoring")
-    report = _run(lambda: score_panoptic(Path(gt_json), Path(gt_folder), Path(pred_json), Path(pred_folder)),
+    report = _run(lambda: score_panoptic(Path(gt_json), Path(gt_folder), Path(pred_json), Path(pred_folder),
+                                         workers=workers, warn=lambda message: click.echo(message, err=True)),
                   "scoring")
     _finish(report, out, plot, "per-category PQ")
 

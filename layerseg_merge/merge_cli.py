@@ -50,6 +50,7 @@ def merge(merge_options, recipe: str, out: str, overwrite: bool) -> None:
         from mergekit.merge import run_merge
 
         import layerseg_merge  # noqa: F401  (registers with mergekit)
+        from layerseg_merge.hub import is_hub_id, resolve_model_path
         from layerseg_merge.method import METHOD_NAME
         from layerseg_merge.output import StagedOutput
         from layerseg_merge.recipe import load_recipe
@@ -59,11 +60,13 @@ def merge(merge_options, recipe: str, out: str, overwrite: bool) -> None:
         # Vision checkpoints have no tokenizer to copy.
         merge_options = merge_options.model_copy(update={"copy_tokenizer": False})
         merge_options.apply_global_options()
-        inputs = [m.model.path for m in config.referenced_models()]
+        inputs = [resolve_model_path(m.model.path, m.model.revision) if is_hub_id(m.model.path) else m.model.path
+                  for m in config.referenced_models()]
         with StagedOutput(out, "dir", overwrite=overwrite, inputs=inputs, recipe=recipe,
                           log=lambda message: click.echo(message, err=True)) as staged:
             run_merge(config, str(staged.staging), options=merge_options, config_source=source)
             if config.merge_method == METHOD_NAME:
-                check_output_names(staged.staging, config.base_model.model.path)
+                anchor = config.base_model.model
+                check_output_names(staged.staging, resolve_model_path(anchor.path, anchor.revision))
             staged.commit()
     click.echo(f"merged model written to {out}", err=True)

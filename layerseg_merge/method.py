@@ -28,7 +28,9 @@ from mergekit.merge_methods import (
 from mergekit.merge_methods.easy_define import FunctionalGroupMergeMethod
 from pydantic import AfterValidator
 
-from layerseg_merge.architectures import IncompatibleModels, ModelLayout, check_compatible, layout_of
+from layerseg_merge import METHOD_NAME
+from layerseg_merge.architectures.layout import IncompatibleModels, ModelLayout, check_compatible, layout_of
+from layerseg_merge.hub import is_hub_id, is_offline, resolve_model_path
 from layerseg_merge.schedule import (
     BUFFER_POLICIES,
     HEAD_POLICIES,
@@ -39,7 +41,6 @@ from layerseg_merge.schedule import (
     coefficients,
 )
 
-METHOD_NAME = "layerwise_seg"
 SHARED_PARAMETERS = ("uniform_until", "anchor_max", "schedule", "heads", "buffers")
 PER_INPUT_PARAMETERS = ("weight",)
 LOG = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def model_layout(model: Hashable) -> ModelLayout:
             "layerwise_seg reads each tensor's depth from the anchor's checkpoint; "
             "run it through a mergekit recipe (mergekit-yaml, `layerseg merge` or run_merge)"
         )
-    return layout_of(model.model.path)
+    return layout_of(resolve_model_path(model.model.path, model.model.revision))
 
 
 def _running_mean_of(model: ModelReference, variance_name: str, device: torch.device,
@@ -271,6 +272,19 @@ def _segmentation_card(original):
     return generate_card
 
 
+def _resolve_hub_ids_offline() -> None:
+    """With HF_HUB_OFFLINE set, mergekit 0.1.5 cannot use a cached Hub model (it lists the repository's files
+    online first); resolve such ids through the cache instead. Online, mergekit's own behaviour is kept."""
+    original = ModelReference.local_path
+
+    def local_path(self, cache_dir=None, ignore_lora=False):
+        if is_offline() and is_hub_id(self.model.path) and (ignore_lora or self.lora is None):
+            return resolve_model_path(self.model.path, self.model.revision)
+        return original(self, cache_dir=cache_dir, ignore_lora=ignore_lora)
+
+    ModelReference.local_path = local_path
+
+
 def _install_patches() -> None:
     """Small patches of mergekit 0.1.5, active for ``layerwise_seg`` recipes only.
 
@@ -278,7 +292,8 @@ def _install_patches() -> None:
     * :func:`check_parameter_keys` when a merge is planned, so that the plain
       ``mergekit-yaml`` refuses misspelled parameters too;
     * a segmentation model card (:mod:`layerseg_merge.card`) instead of mergekit's
-      language-model card, which also looks every input path up on the Hub.
+      language-model card, which also looks every input path up on the Hub;
+    * Hub ids resolved through the local cache when HF_HUB_OFFLINE is set.
     """
     import mergekit.merge
     from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
@@ -303,6 +318,7 @@ def _install_patches() -> None:
 
     MergePlanner.__init__ = planner_init
     MergePlanner.plan_to_disk = plan_to_disk
+    _resolve_hub_ids_offline()
     mergekit.merge.generate_card = _segmentation_card(mergekit.merge.generate_card)
 
     def execute(self, tensors, **kwargs):
@@ -330,3 +346,6 @@ def register_method() -> None:
     if METHOD_NAME not in {m.spec.name for m in registry.registered_methods()}:
         registry.register(layerwise_seg)
     _install_patches()
+
+
+register_method()  # importing this module is what plugs it into mergekit (see layerseg_merge.register)

@@ -99,8 +99,9 @@ def _is_checkpoint_file(path: Path) -> bool:
     return path.is_file() and path.suffix in (".pth", ".pt", ".ckpt", ".safetensors")
 
 
-def check_replaceable(target: Path, overwrite: bool, kind: str) -> None:
-    """Refuse to replace anything but an empty folder or a previous output of the same kind."""
+def check_replaceable(target: Path, overwrite: bool, kind: str,
+                      replaceable: Callable[[Path], bool] = is_model_output) -> None:
+    """Refuse to replace anything but an empty folder or a previous output (``replaceable``)."""
     if not os.path.lexists(target):
         return
     if kind == "dir":
@@ -112,7 +113,10 @@ def check_replaceable(target: Path, overwrite: bool, kind: str) -> None:
             return
         if not overwrite:
             raise OutputError(f"{target} is not empty; pass --overwrite to replace a previous model output there")
-        if not is_model_output(target):
+        if not replaceable(target):
+            if replaceable is not is_model_output:
+                raise OutputError(f"{target} holds files this command did not write; choose another output or "
+                                  "empty it yourself")
             extra = sorted(n for n in os.listdir(target) if not MODEL_OUTPUT_FILES.fullmatch(n))
             what = f"holds {extra[0]!r}, which" if extra else "lacks config.json or weights, so it"
             raise OutputError(f"{target} {what} is not part of a model output; --overwrite replaces only a "
@@ -179,14 +183,17 @@ class StagedOutput:
     """Write ``target`` (a folder or a file) through a staging path and move it into place atomically.
 
     Use as a context manager; write into :attr:`staging`, then call :meth:`commit`.
+    ``replaceable`` says which existing folder ``overwrite`` may replace (a previous output).
     Leaving the block without committing (an error, Ctrl-C, SIGTERM) removes the staging.
     ``log`` receives one-line notices (stale staging removed, a rename recovered).
     """
 
     def __init__(self, target: str | Path, kind: str = "dir", overwrite: bool = False,
                  inputs: Iterable[str | Path] = (), recipe: str | Path | None = None,
-                 log: Callable[[str], None] = lambda message: None):
+                 log: Callable[[str], None] = lambda message: None,
+                 replaceable: Callable[[Path], bool] = is_model_output):
         self.target = Path(target)
+        self.replaceable = replaceable
         self.kind, self.overwrite, self.log = kind, overwrite, log
         self.inputs, self.recipe = list(inputs), recipe
         self.staging: Path = self.target  # set on entry
@@ -212,7 +219,7 @@ class StagedOutput:
         try:
             self._lock()
             self._recover()
-            check_replaceable(self.target, self.overwrite, self.kind)
+            check_replaceable(self.target, self.overwrite, self.kind, self.replaceable)
             self.staging = self._sibling("partial")
             if self.kind == "dir":
                 os.mkdir(self.staging, 0o777)  # the umask applies, as for mergekit-yaml's output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
@@ -10,6 +9,7 @@ from mergekit.config import MergeConfiguration
 from pydantic import ValidationError
 
 from layerseg_merge.architectures import check_compatible, layout_of
+from layerseg_merge.hub import resolve_model_path
 from layerseg_merge.method import METHOD_NAME, RecipeError, check_parameter_keys
 
 
@@ -56,14 +56,11 @@ def _scalar_weight(parameters: dict | None) -> float | None:
 
 
 def model_directory(model, where: str) -> str:
-    """The local directory of a recipe model, or a message saying how paths are resolved."""
-    path = model.model.path
-    if os.path.isdir(path):
-        return path
-    if os.path.exists(path):
-        raise RecipeError(f"{where}: model {path} is not a folder; give a save_pretrained() directory")
-    raise RecipeError(f"{where}: model path {path!r} not found (relative paths are resolved from the current "
-                      f"directory, {os.getcwd()})")
+    """The local directory of a recipe model (a folder, or a Hub id resolved through the cache)."""
+    try:
+        return resolve_model_path(model.model.path, model.model.revision)
+    except (FileNotFoundError, ValueError) as error:
+        raise RecipeError(f"{where}: {error}") from error
 
 
 def check_layerwise_recipe(config: MergeConfiguration, where: str) -> None:
@@ -89,9 +86,8 @@ def check_layerwise_recipe(config: MergeConfiguration, where: str) -> None:
     weights = [w if w is not None else default if default is not None else 1.0 for w in weights]
     if weights and all(w == 0 for w in weights):
         raise RecipeError(f"{where}: every model has weight 0; give at least one model a positive weight")
-    for model in {*listed, config.base_model}:
-        model_directory(model, where)
-    anchor = layout_of(config.base_model.model.path)
+    directories = {model: model_directory(model, where) for model in {*listed, config.base_model}}
+    anchor = layout_of(directories[config.base_model])
     for model in listed:
         if model != config.base_model:
-            check_compatible(anchor, layout_of(model.model.path))
+            check_compatible(anchor, layout_of(directories[model]))

@@ -8,6 +8,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import save_model, tiny_segformer_config  # noqa: E402
 
 
+def pytest_configure(config):
+    # Also registered in pyproject.toml; repeated here for `layerseg selftest` from a wheel (no pyproject).
+    config.addinivalue_line("markers", "slow: long opt-in tests (deselected by default; run with -m slow)")
+
+
 @pytest.fixture(scope="session")
 def segformers(tmp_path_factory) -> list[Path]:
     """Three tiny random SegFormers (same config, different weights and BN statistics)."""

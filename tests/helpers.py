@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -144,3 +145,10 @@ def assert_one_line_error(result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+REPO = Path(__file__).resolve().parents[1]
+# Tests that build the wheel or read repository files need a clone; `layerseg selftest` from an
+# installed wheel runs everything else.
+needs_clone = pytest.mark.skipif(
+    not (REPO / "pyproject.toml").is_file(), reason="needs the source tree (a clone), not an installed wheel")

@@ -6,17 +6,18 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import needs_clone
 
 from layerseg_merge.cli import main
+from layerseg_merge.resources import DEMO_ASSETS as ASSETS
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT / "examples" / "miniature_uda" / "assets"
 
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--root", str(ROOT)])
+    result = CliRunner().invoke(main, ["demo", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
 
@@ -53,12 +54,13 @@ def test_demo_numbers_match_layerseg_eval_by_hand(demo_out, tmp_path):
 
 
 def test_demo_on_a_reduced_split(tmp_path):
-    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--root", str(ROOT), "--limit", "4"])
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo"), "--limit", "4"])
     assert result.exit_code == 0, result.output
-    rows = json.loads((tmp_path / "results.json").read_text())
+    rows = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert len(rows) == 12 and all(0 <= row["mIoU"] <= 1 for row in rows)
 
 
+@needs_clone
 def test_training_code_runs_on_a_tiny_schedule(tmp_path):
     sys.path.insert(0, str(ROOT / "examples" / "miniature_uda"))
     import train
@@ -71,6 +73,7 @@ def test_training_code_runs_on_a_tiny_schedule(tmp_path):
 
 
 @pytest.mark.slow
+@needs_clone
 def test_retrain_one_seed_end_to_end(tmp_path):
     """Opt-in (-m slow, ~4 min): full training of one seed, then the demo on it."""
     sys.path.insert(0, str(ROOT / "examples" / "miniature_uda"))
@@ -81,5 +84,5 @@ def test_retrain_one_seed_end_to_end(tmp_path):
     log = train.main(["--out", str(tmp_path / "assets"), "--seed", "7"])
     for name in ("dr", "dacs", "mic", "dacs_source2"):
         assert log[name] > log["source_only"], name
-    rows = run_demo(tmp_path / "demo", ROOT, assets=tmp_path / "assets")
+    rows = run_demo(tmp_path / "demo", assets=tmp_path / "assets")
     assert len(rows) == 12

@@ -51,7 +51,7 @@ def main() -> None:
         assets = args.work / f"seed{seed}"
         if not (assets / "train_log.json").exists():
             train.main(["--out", str(assets), "--seed", str(seed)])
-        per_seed[seed] = run_demo(args.work / f"seed{seed}_demo", ROOT, assets=assets)
+        per_seed[seed] = run_demo(args.work / f"seed{seed}_demo", assets=assets)
         (args.work / f"seed{seed}_results.json").write_text(json.dumps(per_seed[seed], indent=2))
     table = summarise(per_seed)
     print(table)

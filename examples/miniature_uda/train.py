@@ -1,6 +1,6 @@
 """Train the miniature UDA models (CPU, minutes): one shared source pretraining, then fine-tunes.
 
-    python examples/miniature_uda/train.py --out examples/miniature_uda/assets --seed 0
+    python examples/miniature_uda/train.py --out layerseg_merge/assets/miniature_uda --seed 0
 
 Models (tiny SegFormers, ~0.28 M parameters, all fine-tuned from one pretraining):
   source_only    more supervised steps on source

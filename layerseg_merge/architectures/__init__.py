@@ -1,32 +1,16 @@
-"""Vision segmentation architectures, and their registration with mergekit.
+"""Vision segmentation architectures: backbone families and the hosts that carry them.
 
-mergekit walks a model as pre-weights, numbered layers and post-weights. We
-flatten every backbone into one global layer list (so mergekit's layer ``t``
-equals our depth), put all backbone tensors into those layers with the host's
-own names, and list everything else as (optional) post-weights: the heads. The
-same :data:`SEGMENTATION_ARCHITECTURE` object serves every host, so mergekit
-accepts recipes that mix hosts sharing one backbone without ``--allow-crimes``.
+Importing this package needs neither mergekit nor transformers (``layerseg
+architectures`` stays fast); the layout functions load on first use, and the
+mergekit view of these definitions lives in :mod:`layerseg_merge.architectures.mergekit_glue`.
 """
 
 from __future__ import annotations
 
-import torch
-from mergekit.architecture import ModelArchitecture, ModuleArchitecture, ModuleDefinition
-from mergekit.architecture.base import WeightInfo
-from transformers import PretrainedConfig
+from typing import TYPE_CHECKING
 
 from layerseg_merge.architectures import hierarchical, segformer, vit
 from layerseg_merge.architectures.base import BackboneFamily, Host
-from layerseg_merge.architectures.layout import (
-    IncompatibleModels,
-    ModelLayout,
-    TensorInfo,
-    UnsupportedArchitecture,
-    check_compatible,
-    layout_of,
-    layout_of_config,
-    supported_architectures,
-)
 
 FAMILIES: dict[str, BackboneFamily] = {
     model_type: family
@@ -37,61 +21,29 @@ HOSTS: dict[str, Host] = {
     host.architecture: host for host in (*segformer.HOSTS, *hierarchical.HOSTS, *vit.HOSTS)
 }
 
+_LAYOUT_NAMES = ("IncompatibleModels", "ModelLayout", "TensorInfo", "UnsupportedArchitecture", "check_compatible",
+                 "layout_of", "layout_of_config", "supported_architectures")
 
-def _weight_info(info: TensorInfo, optional: bool) -> WeightInfo:
-    # Integer buffers keep their dtype whatever the recipe's `dtype:` says.
-    force = "int64" if info.dtype == torch.int64 else None
-    return WeightInfo(name=info.name, optional=optional, force_dtype=force)
-
-
-class SegmentationModuleArchitecture(ModuleArchitecture):
-    """mergekit's view of any supported host: backbone layers, then heads."""
-
-    def num_layers_config_key(self) -> str:
-        return ""  # the layer count is not a config value we may rewrite
-
-    def num_layers(self, config: PretrainedConfig) -> int:
-        return len(layout_of_config(config).layers)
-
-    def pre_weights(self, config: PretrainedConfig) -> list[WeightInfo]:
-        return []
-
-    def layer_weights(self, index: int, config: PretrainedConfig) -> list[WeightInfo]:
-        return [_weight_info(t, optional=False) for t in layout_of_config(config).layers[index]]
-
-    def post_weights(self, config: PretrainedConfig) -> list[WeightInfo]:
-        # Heads (and host-specific backbone tensors) carry the anchor's names;
-        # inputs of another host simply lack them.
-        return [_weight_info(t, optional=True) for t in layout_of_config(config).heads]
+if TYPE_CHECKING:
+    from layerseg_merge.architectures.layout import (
+        IncompatibleModels,
+        ModelLayout,
+        TensorInfo,
+        UnsupportedArchitecture,
+        check_compatible,
+        layout_of,
+        layout_of_config,
+        supported_architectures,
+    )
 
 
-SEGMENTATION_ARCHITECTURE = ModelArchitecture(
-    modules={"default": ModuleDefinition(architecture=SegmentationModuleArchitecture())},
-    architectures=sorted(HOSTS),
-    model_type="layerseg",
-    tagalong_files=["preprocessor_config.json"],
-)
+def __getattr__(name: str):
+    if name in _LAYOUT_NAMES:  # loaded on first use: layouts need torch
+        from layerseg_merge.architectures import layout
+
+        return getattr(layout, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def register_architectures() -> None:
-    """Make mergekit resolve every supported host to our definition (idempotent)."""
-    from mergekit.architecture.json_definitions import NAME_TO_ARCH
-
-    for name in HOSTS:
-        NAME_TO_ARCH[name] = [SEGMENTATION_ARCHITECTURE]
-
-
-__all__ = [
-    "FAMILIES",
-    "HOSTS",
-    "IncompatibleModels",
-    "ModelLayout",
-    "SEGMENTATION_ARCHITECTURE",
-    "TensorInfo",
-    "UnsupportedArchitecture",
-    "check_compatible",
-    "layout_of",
-    "layout_of_config",
-    "register_architectures",
-    "supported_architectures",
-]
+__all__ = ["FAMILIES", "HOSTS", "BackboneFamily", "Host", "IncompatibleModels", "ModelLayout", "TensorInfo",
+           "UnsupportedArchitecture", "check_compatible", "layout_of", "layout_of_config", "supported_architectures"]

@@ -170,12 +170,14 @@ def layout_of(path: str) -> ModelLayout:
 
 
 def layout_of_config(config: PretrainedConfig) -> ModelLayout:
-    """The layout of the checkpoint that ``config`` was loaded from."""
+    """The layout of the checkpoint that ``config`` was loaded from (a folder, or a Hub id in the cache)."""
+    from layerseg_merge.hub import resolve_model_path
+
     path = getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None)
-    if not path or not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"layerseg-merge needs local model directories; config was loaded from {path!r}"
-        )
+    if not path:
+        raise FileNotFoundError("layerseg-merge needs the model's folder; this config was not loaded from one")
+    if not os.path.isdir(path):
+        path = resolve_model_path(path, getattr(config, "_commit_hash", None))
     return layout_of(path)
 
 

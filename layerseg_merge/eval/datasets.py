@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from layerseg_merge.eval.images import IMAGE_SUFFIXES, DatasetError, label_array, read_image, read_panoptic_ids
 from layerseg_merge.eval.metrics import Segment
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+__all__ = ["IMAGE_SUFFIXES", "DatasetError", "open_dataset", "read_image", "read_panoptic_ids"]
 
 CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
@@ -31,28 +31,8 @@ LABEL_ID_TO_TRAIN_ID = np.full(256, 255, dtype=np.uint8)
 LABEL_ID_TO_TRAIN_ID[list(CITYSCAPES_LABEL_IDS)] = np.arange(19, dtype=np.uint8)
 
 
-class DatasetError(ValueError):
-    """A dataset that does not match its layout; names the file and what to do."""
-
-
-def read_image(path: Path, mode: str | None = None) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert(mode) if mode else image)
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"{path}: cannot read image ({error})") from error
-
-
-def read_panoptic_ids(path: Path) -> torch.Tensor:
-    """A COCO panoptic PNG as segment ids R + 256 G + 256^2 B (0 = VOID)."""
-    rgb = read_image(path, "RGB").astype(np.int64)
-    return torch.from_numpy(rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2])
-
-
 def label_tensor(label: np.ndarray) -> torch.Tensor:
-    """Class maps as tensors: uint8 stays uint8 (the metric's fast path), anything else int64."""
-    label = label if label.dtype == np.uint8 else label.astype(np.int64)
-    return torch.from_numpy(np.ascontiguousarray(label))
+    return torch.from_numpy(label_array(label))
 
 
 def _check_size(name: str, image: np.ndarray, label: np.ndarray) -> None:
@@ -111,7 +91,7 @@ class PanopticDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         name, entry = self.entries[index]
         image = read_image(entry.image, "RGB")
-        ids = read_panoptic_ids(entry.png)
+        ids = torch.from_numpy(read_panoptic_ids(entry.png))
         _check_size(name, image, ids)
         return {"name": name, "image": image, "panoptic": ids,
                 "segments": entry.segments}

@@ -49,12 +49,11 @@ def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "
                                          num_workers=workers, persistent_workers=False)
     if task == "semantic":
         num_classes = len(segmenter.id2label)
-        metric = SemanticMetric(num_classes, ignore_index, device=segmenter.device)
+        metric = SemanticMetric(num_classes, ignore_index)
     else:
         segmenter.require_panoptic()
         categories = dataset.categories
-        metric = PanopticMetric({c: bool(v.get("isthing", 0)) for c, v in categories.items()},
-                                device=segmenter.device)
+        metric = PanopticMetric({c: bool(v.get("isthing", 0)) for c, v in categories.items()})
         mapping = label_to_category(segmenter.id2label, categories)
         stuff = {label for label, category in mapping.items() if not categories[category].get("isthing", 0)}
     start, images = time.perf_counter(), 0
@@ -77,7 +76,7 @@ def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "
             bar.set_postfix(img_s=f"{images / (time.perf_counter() - start):.1f}")
     finally:
         bar.close()
-    metric.reduce()
+    metric.reduce(segmenter.device)
     elapsed = time.perf_counter() - start
     if task == "semantic":
         names = [segmenter.id2label[i] for i in range(num_classes)]

@@ -1,18 +1,26 @@
-"""Semantic (mIoU) and panoptic (PQ/SQ/RQ) metrics as small summable states, on any device.
+"""Semantic (mIoU) and panoptic (PQ/SQ/RQ) metrics as small summable states, on numpy or torch.
 
 Semantics are those of mmsegmentation's ``IoUMetric`` and cocodataset/panopticapi's
-``pq_compute`` (see DESIGN.md §5). Each metric keeps a few tensors that add up
-across images and across processes (``all_reduce``), ``update()`` per image and
-``compute()`` once, like torchmetrics' ``Metric`` classes.
+``pq_compute`` (see DESIGN.md §5). Like torchmetrics' ``Metric`` classes, each metric
+keeps a few arrays that add up across images and processes: ``image_stats()``
+computes one image's contribution (pure), ``add()`` sums it, ``update()`` does both,
+``reduce()`` all-reduces under torch.distributed and ``compute()`` runs once.
+
+The kernels are written once for numpy arrays and torch tensors (on any device):
+``layerseg eval`` keeps everything on the GPU, while ``layerseg score`` runs on
+numpy in worker processes and never imports torch. The few calls where the two
+libraries differ go through :class:`_Arrays`.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 VOID = 0
 ID_SPACE = 256**3
@@ -22,16 +30,94 @@ class LabelError(ValueError):
     """A label or prediction that cannot be scored (out of range, unknown segment)."""
 
 
-def _reduce(tensors: Sequence[torch.Tensor]) -> None:
+class _Arrays:
+    """numpy or torch, chosen by an input array; the calls that differ between them."""
+
+    def __init__(self, like):
+        self.is_torch = not isinstance(like, np.ndarray)
+        self.xp = sys.modules["torch"] if self.is_torch else np
+        self.device = like.device if self.is_torch else None
+
+    def dtype(self, name: str):
+        return getattr(self.xp, name)
+
+    def new(self, values, dtype: str):
+        if self.is_torch:
+            return self.xp.tensor(values, dtype=self.dtype(dtype), device=self.device)
+        return np.asarray(values, dtype=dtype)
+
+    def zeros(self, shape, dtype: str):
+        if self.is_torch:
+            return self.xp.zeros(shape, dtype=self.dtype(dtype), device=self.device)
+        return np.zeros(shape, dtype=dtype)
+
+    def arange(self, start: int, stop: int, dtype: str):
+        if self.is_torch:
+            return self.xp.arange(start, stop, dtype=self.dtype(dtype), device=self.device)
+        return np.arange(start, stop, dtype=dtype)
+
+    def take(self, table, index):
+        """``table[index]`` for a 1-D table (np.take avoids fancy indexing's overhead)."""
+        return table[index] if self.is_torch else np.take(table, index)
+
+    def cast(self, array, dtype: str):
+        return array.to(self.dtype(dtype)) if self.is_torch else array.astype(dtype, copy=False)
+
+    def adopt(self, array):
+        """``array`` in this namespace (and on this device)."""
+        if self.is_torch:
+            return array.to(self.device) if not isinstance(array, np.ndarray) else \
+                self.xp.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        return array if isinstance(array, np.ndarray) else array.cpu().numpy()
+
+    def is_byte(self, array) -> bool:
+        return array.dtype == self.dtype("uint8")
+
+    def weighted_sum(self, high, low, factor: int, dtype: str):
+        """``high * factor + low`` in ``dtype`` (torch's fused add is several times faster)."""
+        if self.is_torch:
+            return self.xp.add(self.cast(low, dtype), self.cast(high, dtype), alpha=factor)
+        return np.multiply(high, factor, dtype=dtype) + low
+
+
+def _first(mask) -> int:
+    """Index of the first True of a 1-D mask (numpy or torch)."""
+    return int(mask.nonzero()[0][0])
+
+
+def _to_numpy(array) -> np.ndarray:
+    return array if isinstance(array, np.ndarray) else array.detach().cpu().numpy()
+
+
+def _distributed() -> bool:
+    if "torch" not in sys.modules:
+        return False
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        for tensor in tensors:
-            dist.all_reduce(tensor)
+    return dist.is_available() and dist.is_initialized()
+
+
+def _reduce(arrays: Sequence, device) -> list:
+    """All-reduce (sum) the state under torch.distributed; numpy states move to ``device`` first."""
+    if not _distributed():
+        return list(arrays)
+    import torch
+    import torch.distributed as dist
+
+    tensors = [torch.as_tensor(a).to(device) for a in arrays]  # a rank with no image holds numpy zeros
+    for tensor in tensors:
+        dist.all_reduce(tensor)
+    return tensors
 
 
 def _nan_to_none(value: float) -> float | None:
     return None if math.isnan(value) else value
+
+
+def _nanmean(values: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN -> NaN, reported as null
+        return float(np.nanmean(values))
 
 
 class SemanticMetric:
@@ -39,38 +125,53 @@ class SemanticMetric:
 
     The state is an int64 matrix of shape [C, C + 1]: rows are ground-truth classes,
     the last column counts valid pixels predicted as the ignore index (they count in
-    the label area but in no prediction area, as in mmsegmentation).
+    the label area but in no prediction area, as in mmsegmentation). It lives where
+    the first image's arrays live (numpy, or torch on their device).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu"):
+    def __init__(self, num_classes: int, ignore_index: int = 255):
         if num_classes < 1:
             raise LabelError(f"the number of classes must be at least 1; got {num_classes}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.confusion = torch.zeros(num_classes, num_classes + 1, dtype=torch.int64, device=device)
+        self._confusion = None
 
-    def update(self, prediction: torch.Tensor, label: torch.Tensor, name: str = "<image>") -> None:
+    @property
+    def confusion(self):
+        if self._confusion is None:
+            return np.zeros((self.num_classes, self.num_classes + 1), dtype=np.int64)
+        return self._confusion
+
+    def update(self, prediction, label, name: str = "<image>") -> None:
         """Add one image (or a batch) of class-index maps of equal shape."""
-        if prediction.shape != label.shape:
+        self.add(self.image_stats(prediction, label, name))
+
+    def add(self, confusion) -> None:
+        if self._confusion is None:
+            self._confusion = confusion.clone() if hasattr(confusion, "clone") else confusion.copy()
+        else:
+            self._confusion += _Arrays(self._confusion).adopt(confusion)
+
+    def image_stats(self, prediction, label, name: str = "<image>"):
+        """One image's confusion counts [C, C + 1], in the namespace (and on the device) of ``prediction``."""
+        if tuple(prediction.shape) != tuple(label.shape):
             raise LabelError(f"{name}: prediction shape {tuple(prediction.shape)} != label shape "
                              f"{tuple(label.shape)}")
-        device = self.confusion.device
-        label = label.to(device).flatten()
-        prediction = prediction.to(device).flatten()
+        ops = _Arrays(prediction)
+        label, prediction = ops.adopt(label).reshape(-1), prediction.reshape(-1)
+        if self.num_classes <= 256 and 0 <= self.ignore_index < 256:
+            return self._byte_labels(ops, prediction, label, name)
         c = self.num_classes
-        if c <= 256 and 0 <= self.ignore_index < 256:
-            self._update_byte_labels(prediction, label, name)
-            return
         self._check_range(label, "label", name)
         self._check_range(prediction, "prediction", name)
-        label, prediction = label.long(), prediction.long()
+        label, prediction = ops.cast(label, "int64"), ops.cast(prediction, "int64")
         valid = label != self.ignore_index
         label, prediction = label[valid], prediction[valid]
-        prediction = torch.where(prediction == self.ignore_index, c, prediction)
-        counts = torch.bincount(label * (c + 1) + prediction, minlength=c * (c + 1))
-        self.confusion += counts.view(c, c + 1)
+        prediction = ops.xp.where(prediction == self.ignore_index, c, prediction)
+        counts = ops.xp.bincount(label * (c + 1) + prediction, minlength=c * (c + 1))
+        return counts.reshape(c, c + 1)
 
-    def _check_range(self, values: torch.Tensor, what: str, name: str) -> None:
+    def _check_range(self, values, what: str, name: str) -> None:
         bad = ((values < 0) | (values >= self.num_classes)) & (values != self.ignore_index)
         if bad.any():
             raise LabelError(
@@ -78,49 +179,50 @@ class SemanticMetric:
                 f"not the ignore index {self.ignore_index}; map it to a train id or to {self.ignore_index}"
             )
 
-    def _update_byte_labels(self, prediction: torch.Tensor, label: torch.Tensor, name: str) -> None:
+    def _byte_labels(self, ops: _Arrays, prediction, label, name: str):
         """Fast path: one 256 x 256 joint histogram; range checks read the histogram."""
         for values, what in ((label, "label"), (prediction, "prediction")):
-            if values.dtype != torch.uint8 and values.numel():  # uint8 (decoded PNGs) is in range
-                low, high = torch.aminmax(values)
-                if int(low) < 0 or int(high) > 255:
+            if not ops.is_byte(values) and values.shape[0]:  # uint8 (decoded PNGs) is in range
+                if int(values.min()) < 0 or int(values.max()) > 255:
                     self._check_range(values, what, name)
-        # torch.add(alpha=) is several times faster than `l * 256 + p`; small inputs (uint8 PNGs)
-        # go through int32, int64 ones (model argmax) are used as they are, without a copy.
-        work = torch.int64 if torch.int64 in (label.dtype, prediction.dtype) else torch.int32
-        joint = torch.add(prediction.to(work), label.to(work), alpha=256)
-        joint = torch.bincount(joint, minlength=65536)
-        joint = joint.view(256, 256)
+        # Small inputs (uint8 PNGs) go through int32; int64 ones (model argmax) are used as they are.
+        work = "int64" if ops.dtype("int64") in (label.dtype, prediction.dtype) else "int32"
+        joint = ops.xp.bincount(ops.weighted_sum(label, prediction, 256, work), minlength=65536).reshape(256, 256)
         c, ignore = self.num_classes, self.ignore_index
-        outside = torch.ones(256, dtype=torch.bool, device=joint.device)
+        outside = ops.new([True] * 256, "bool")
         outside[:c] = False
         outside[ignore] = False
         for counts, what in ((joint.sum(1), "label"), (joint.sum(0), "prediction")):
             bad = (counts > 0) & outside
             if bad.any():
                 raise LabelError(
-                    f"{name}: {what} value {int(bad.nonzero()[0])} is outside [0, {c - 1}] and is not the "
+                    f"{name}: {what} value {_first(bad)} is outside [0, {c - 1}] and is not the "
                     f"ignore index {ignore}; map it to a train id or to {ignore}"
                 )
-        self.confusion[:, :c] += joint[:c, :c]
-        self.confusion[:, c] += joint[:c, ignore]
+        confusion = ops.zeros((c, c + 1), "int64")
+        confusion[:, :c] = joint[:c, :c]
+        confusion[:, c] = joint[:c, ignore]
+        return confusion
 
-    def reduce(self) -> None:
-        _reduce([self.confusion])
+    def reduce(self, device="cpu") -> None:
+        """Sum the state over torch.distributed ranks (``device``: where the collective runs)."""
+        (self._confusion,) = _reduce([self.confusion], device)
 
     def compute(self, class_names: Sequence[str] | None = None) -> dict:
-        confusion = self.confusion.double()
+        confusion = _to_numpy(self.confusion).astype(np.float64)
         intersect = confusion.diagonal()
         area_label = confusion.sum(1)
         area_pred = confusion[:, : self.num_classes].sum(0)
         union = area_label + area_pred - intersect
-        iou = intersect / union  # 0/0 -> NaN: class absent from GT and prediction
-        acc = intersect / area_label
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = intersect / union  # 0/0 -> NaN: class absent from GT and prediction
+            acc = intersect / area_label
+            total = intersect.sum() / area_label.sum()
         names = list(class_names) if class_names else [str(i) for i in range(self.num_classes)]
         return {
-            "mIoU": _nan_to_none(float(torch.nanmean(iou))),
-            "aAcc": _nan_to_none(float(intersect.sum() / area_label.sum())),
-            "mAcc": _nan_to_none(float(torch.nanmean(acc))),
+            "mIoU": _nan_to_none(_nanmean(iou)),
+            "aAcc": _nan_to_none(float(total)),
+            "mAcc": _nan_to_none(_nanmean(acc)),
             "per_class": {
                 name: {"IoU": _nan_to_none(float(i)), "Acc": _nan_to_none(float(a))}
                 for name, i, a in zip(names, iou, acc)
@@ -133,6 +235,21 @@ class Segment:
     id: int
     category_id: int
     iscrowd: bool = False
+    area: int | None = None  # the JSON's area, if any; checked against the PNG
+
+
+@dataclass(frozen=True)
+class PanopticStats:
+    """One image's contribution: per-category TP/FP/FN counts and matched-IoU sums."""
+
+    tp: object
+    fp: object
+    fn: object
+    iou: object
+    area_mismatches: tuple[tuple[str, int, int, int], ...] = ()  # (side, segment id, JSON area, PNG area)
+
+
+_LOOKUP: dict[str, object] = {}  # per device: an int32 table over the 24-bit id space, reused across images
 
 
 class PanopticMetric:
@@ -142,33 +259,39 @@ class PanopticMetric:
     category all count as crowd (panopticapi keeps only the last one).
     """
 
-    def __init__(self, categories: Mapping[int, bool], device: str | torch.device = "cpu"):
+    def __init__(self, categories: Mapping[int, bool]):
         if not categories:
             raise LabelError("no categories to score; the ground truth must list its categories")
         self.categories = dict(categories)
         size = max(self.categories) + 1
-        self.isthing = torch.zeros(size, dtype=torch.bool)
-        self.known = torch.zeros(size, dtype=torch.bool)
+        self.isthing = np.zeros(size, dtype=bool)
+        self.known = np.zeros(size, dtype=bool)
         for category, thing in self.categories.items():
             self.known[category] = True
             self.isthing[category] = bool(thing)
-        self.tp = torch.zeros(size, dtype=torch.int64, device=device)
-        self.fp = torch.zeros(size, dtype=torch.int64, device=device)
-        self.fn = torch.zeros(size, dtype=torch.int64, device=device)
-        self.iou = torch.zeros(size, dtype=torch.float64, device=device)
-        self._table_cache: torch.Tensor | None = None
+        self._state: list | None = None
 
-    def _table(self, ids: torch.Tensor, segments: Sequence[Segment], name: str, side: str):
+    def _get(self, index: int, dtype):
+        if self._state is None:
+            return np.zeros(len(self.known), dtype=dtype)
+        return self._state[index]
+
+    tp = property(lambda self: self._get(0, np.int64))
+    fp = property(lambda self: self._get(1, np.int64))
+    fn = property(lambda self: self._get(2, np.int64))
+    iou = property(lambda self: self._get(3, np.float64))
+
+    def _table(self, ops: _Arrays, ids, segments: Sequence[Segment], name: str, side: str):
         """Compact index per pixel (0 = VOID), and per index: category, crowd; the keys.
 
         Segment ids are mapped through a lookup table over the 24-bit id space
         (kept between images), so no sort of the pixels is needed.
         """
-        device = ids.device
-        ids = ids.flatten().long()
-        low, high = torch.aminmax(ids) if ids.numel() else (0, 0)
-        if int(low) < 0 or int(high) >= ID_SPACE:
-            raise LabelError(f"{name}: {side} ids must be R + 256 G + 256^2 B values")
+        ids = ids.reshape(-1)
+        if ids.shape[0]:
+            low, high = int(ids.min()), int(ids.max())
+            if low < 0 or high >= ID_SPACE:
+                raise LabelError(f"{name}: {side} ids must be R + 256 G + 256^2 B values")
         keys = [VOID] + [s.id for s in segments]
         if len(set(keys)) != len(keys) or not all(0 < k < ID_SPACE for k in keys[1:]):
             raise LabelError(f"{name}: {side} segment ids must be distinct, non-zero 24-bit values")
@@ -176,69 +299,99 @@ class PanopticMetric:
             if not (0 <= segment.category_id < len(self.known) and self.known[segment.category_id]):
                 raise LabelError(f"{name}: {side} segment {segment.id} has unknown category "
                                  f"{segment.category_id}")
-        table = self._lookup(device)
-        key_tensor = torch.tensor(keys, device=device)
-        table[key_tensor] = torch.arange(len(keys), device=device, dtype=table.dtype)
-        index = table[ids]  # int32: the joint index below stays int32 too
-        table[key_tensor] = -1
-        if index.numel() and int(index.min()) < 0:
-            value = int(ids[(index < 0).nonzero()[0]])
-            raise LabelError(f"{name}: {side} PNG has segment id {value} with no entry in the JSON")
-        category = torch.tensor([-1] + [s.category_id for s in segments], device=device)
-        crowd = torch.tensor([False] + [bool(s.iscrowd) for s in segments], device=device)
+        where = str(ops.device)
+        if where not in _LOOKUP:
+            # Zeros are cheap: the pages are mapped lazily and only the few pages holding ids are touched.
+            _LOOKUP[where] = ops.zeros(ID_SPACE, "int32")
+        table = _LOOKUP[where]
+        key_array = ops.new(keys, "int64")
+        table[key_array] = ops.arange(1, len(keys) + 1, "int32")  # 0 means "not in the JSON"
+        if ops.is_torch and ids.dtype != ops.dtype("int64"):
+            ids = ops.cast(ids, "int64")
+        index = ops.take(table, ids)  # int32: the joint index below stays int32 too
+        table[key_array] = 0
+        if index.shape[0] and int(index.min()) == 0:
+            raise LabelError(f"{name}: {side} PNG has segment id {int(ids[_first(index == 0)])} with no entry "
+                             "in the JSON")
+        index -= 1  # compact index: 0 = VOID, k = the k-th segment
+        category = ops.new([-1] + [s.category_id for s in segments], "int64")
+        crowd = ops.new([False] + [bool(s.iscrowd) for s in segments], "bool")
         return index, category, crowd, keys
 
-    def _lookup(self, device: torch.device) -> torch.Tensor:
-        if self._table_cache is None or self._table_cache.device != device:
-            self._table_cache = torch.full((ID_SPACE,), -1, dtype=torch.int32, device=device)
-        return self._table_cache
+    def update(self, pred_ids, pred_segments: Sequence[Segment], gt_ids, gt_segments: Sequence[Segment],
+               name: str = "<image>") -> tuple:
+        """Add one image: id maps (H, W) and their segments. Returns JSON/PNG area mismatches."""
+        stats = self.image_stats(pred_ids, pred_segments, gt_ids, gt_segments, name)
+        self.add(stats)
+        return stats.area_mismatches
 
-    def update(self, pred_ids: torch.Tensor, pred_segments: Sequence[Segment], gt_ids: torch.Tensor,
-               gt_segments: Sequence[Segment], name: str = "<image>") -> None:
-        """Add one image: id maps (H, W) and their segments."""
-        if pred_ids.shape != gt_ids.shape:
+    def add(self, stats: PanopticStats) -> None:
+        values = [stats.tp, stats.fp, stats.fn, stats.iou]
+        if self._state is None:
+            self._state = [v.clone() if hasattr(v, "clone") else v.copy() for v in values]
+        else:
+            ops = _Arrays(self._state[0])
+            for total, value in zip(self._state, values):
+                total += ops.adopt(value)
+
+    def image_stats(self, pred_ids, pred_segments: Sequence[Segment], gt_ids, gt_segments: Sequence[Segment],
+                    name: str = "<image>") -> PanopticStats:
+        """One image's TP/FP/FN/IoU sums, in the namespace (and on the device) of ``pred_ids``."""
+        if tuple(pred_ids.shape) != tuple(gt_ids.shape):
             raise LabelError(f"{name}: prediction shape {tuple(pred_ids.shape)} != ground truth shape "
                              f"{tuple(gt_ids.shape)}")
-        device = self.tp.device
-        g_idx, g_cat, g_crowd, g_keys = self._table(gt_ids.to(device), gt_segments, name, "ground-truth")
-        p_idx, p_cat, _, p_keys = self._table(pred_ids.to(device), pred_segments, name, "predicted")
-        kg, kp = len(g_cat), len(p_cat)
-        joint = torch.add(p_idx, g_idx, alpha=kp)
-        inter = torch.bincount(joint, minlength=kg * kp).view(kg, kp).to(torch.float64)
+        ops = _Arrays(pred_ids)
+        xp = ops.xp
+        g_idx, g_cat, g_crowd, g_keys = self._table(ops, ops.adopt(gt_ids), gt_segments, name, "ground-truth")
+        p_idx, p_cat, _, p_keys = self._table(ops, pred_ids, pred_segments, name, "predicted")
+        kg, kp = len(g_keys), len(p_keys)
+        joint = ops.weighted_sum(g_idx, p_idx, kp, "int32" if kg * kp < 2**31 else "int64")
+        inter = ops.cast(xp.bincount(joint, minlength=kg * kp).reshape(kg, kp), "float64")
         g_area, p_area = inter.sum(1), inter.sum(0)
-        for area, keys, side in ((g_area, g_keys, "ground-truth"), (p_area, p_keys, "predicted")):
+        mismatches = []
+        for area, keys, segments, side in ((g_area, g_keys, gt_segments, "ground-truth"),
+                                           (p_area, p_keys, pred_segments, "predicted")):
             if bool((area[1:] == 0).any()):
-                missing = keys[1 + int((area[1:] == 0).nonzero()[0])]
+                missing = keys[1 + _first(area[1:] == 0)]
                 raise LabelError(f"{name}: {side} segment {missing} is in the JSON but not in the PNG")
-        g_void = torch.arange(kg, device=device) == 0  # compact index 0 is VOID
-        p_void = torch.arange(kp, device=device) == 0
-        void_inter = inter[g_void].sum(0)  # per prediction: pixels on GT VOID
+            claimed = [(k, s.area) for k, s in enumerate(segments, start=1) if s.area is not None]
+            if claimed:
+                pixels = _to_numpy(area)
+                mismatches += [(side, keys[k], a, int(pixels[k])) for k, a in claimed if a != int(pixels[k])]
+        g_void, p_void = ops.zeros(kg, "bool"), ops.zeros(kp, "bool")
+        g_void[0], p_void[0] = True, True  # compact index 0 is VOID
+        void_inter = inter[0]  # per prediction: pixels on GT VOID
         same = g_cat[:, None] == p_cat[None, :]
         candidate = same & ~g_void[:, None] & ~g_crowd[:, None] & ~p_void[None, :] & (inter > 0)
         union = g_area[:, None] + p_area[None, :] - inter - void_inter[None, :]
-        iou = torch.where(candidate, inter / union.clamp(min=1), torch.zeros_like(inter))
-        matched = candidate & (iou > 0.5)
-        size = len(self.tp)
-        pair_cat = g_cat[:, None].expand(kg, kp)[matched]
-        self.tp += torch.bincount(pair_cat, minlength=size)
-        self.iou.index_add_(0, pair_cat, iou[matched])
+        iou = xp.where(candidate, inter / union.clip(min=1), 0.0)
+        matched = candidate & (iou > 0.5)  # IoU > 0.5: at most one match per segment
         g_matched, p_matched = matched.any(1), matched.any(0)
+        size = len(self.known)
+        matched_cat = g_cat[g_matched]
         missed = ~g_void & ~g_crowd & ~g_matched
-        self.fn += torch.bincount(g_cat[missed], minlength=size)
         crowd_inter = (inter * (g_crowd[:, None] & same)).sum(0)
-        ignored = (void_inter + crowd_inter) / p_area.clamp(min=1) > 0.5
+        ignored = (void_inter + crowd_inter) / p_area.clip(min=1) > 0.5
         false = ~p_void & ~p_matched & ~ignored
-        self.fp += torch.bincount(p_cat[false], minlength=size)
+        return PanopticStats(
+            tp=xp.bincount(matched_cat, minlength=size),
+            fp=xp.bincount(p_cat[false], minlength=size),
+            fn=xp.bincount(g_cat[missed], minlength=size),
+            iou=ops.cast(xp.bincount(matched_cat, weights=(iou * matched).sum(1)[g_matched], minlength=size),
+                         "float64"),
+            area_mismatches=tuple(mismatches),
+        )
 
-    def reduce(self) -> None:
-        _reduce([self.tp, self.fp, self.fn, self.iou])
+    def reduce(self, device="cpu") -> None:
+        """Sum the state over torch.distributed ranks (``device``: where the collective runs)."""
+        self._state = _reduce([self.tp, self.fp, self.fn, self.iou], device)
 
     def compute(self) -> dict:
-        tp, fp, fn, iou = (t.cpu().double() for t in (self.tp, self.fp, self.fn, self.iou))
+        tp, fp, fn, iou = (_to_numpy(a).astype(np.float64) for a in (self.tp, self.fp, self.fn, self.iou))
         seen = (tp + fp + fn > 0) & self.known
-        denominator = (tp + 0.5 * fp + 0.5 * fn).clamp(min=1e-12)
+        denominator = np.maximum(tp + 0.5 * fp + 0.5 * fn, 1e-12)
         pq, rq = iou / denominator, tp / denominator
-        sq = torch.where(tp > 0, iou / tp.clamp(min=1), torch.zeros_like(iou))
+        sq = np.where(tp > 0, iou / np.maximum(tp, 1), 0.0)
         report: dict = {}
         for split, mask in (("All", seen), ("Things", seen & self.isthing), ("Stuff", seen & ~self.isthing)):
             n = int(mask.sum())

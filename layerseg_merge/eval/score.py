@@ -1,44 +1,63 @@
-"""Score predictions already on disk (the same inputs as the reference tools)."""
+"""Score predictions already on disk (the same inputs as mmsegmentation / panopticapi).
+
+numpy only (``layerseg score`` starts without importing torch). Image pairs are
+decoded and scored in worker processes, which send back only their small
+per-image statistics; the main process sums them, like panopticapi's
+``pq_compute`` does with its per-core chunks.
+"""
 
 from __future__ import annotations
 
 import json
-import warnings
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from layerseg_merge.eval.datasets import (
-    IMAGE_SUFFIXES,
-    CarryErrors,
-    DatasetError,
-    checked,
-    label_tensor,
-    read_image,
-    read_panoptic_ids,
-)
+from layerseg_merge.eval.images import IMAGE_SUFFIXES, DatasetError, read_label, read_panoptic_ids
 from layerseg_merge.eval.metrics import PanopticMetric, Segment, SemanticMetric
 
 
-class _Pairs(torch.utils.data.Dataset):
-    def __init__(self, pairs, load):
-        self.pairs, self.load = pairs, load
+def _parallel(function: Callable, items: list, workers: int, progress: bool) -> Iterator:
+    """``function`` over ``items`` in ``workers`` processes (in order; 0 = in this process)."""
+    bar = tqdm(total=len(items), desc="score", unit="img", disable=not progress)
+    try:
+        if workers <= 0 or len(items) < 2:
+            results: Iterable = map(function, items)
+            pool = None
+        else:
+            method = "fork" if sys.platform.startswith("linux") else "spawn"
+            pool = multiprocessing.get_context(method).Pool(min(workers, len(items)))
+            results = pool.imap(function, items, chunksize=1)
+        try:
+            for result in results:
+                bar.update()
+                yield result
+        finally:
+            if pool is not None:
+                pool.terminate()
+    finally:
+        bar.close()
 
-    def __len__(self):
-        return len(self.pairs)
 
-    def __getitem__(self, index):
-        return self.load(*self.pairs[index])
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
 
 
-def _loader(pairs, load, workers: int):
-    loader = torch.utils.data.DataLoader(CarryErrors(_Pairs(pairs, load)), batch_size=None, num_workers=workers)
-    return (checked(item) for item in loader)
+def _semantic_pair(pair: tuple[str, Path, Path], num_classes: int, ignore_index: int):
+    name, gt, pred = pair
+    label, prediction = read_label(gt), read_label(pred)
+    if label.ndim != 2 or prediction.ndim != 2:
+        raise DatasetError(f"{gt if label.ndim != 2 else pred}: a label must be a single-channel class-index PNG")
+    return SemanticMetric(num_classes, ignore_index).image_stats(prediction, label, name=name)
 
 
 def score_semantic(gt_dir: Path, pred_dir: Path, num_classes: int, ignore_index: int = 255,
-                   class_names: list[str] | None = None, workers: int = 2, progress: bool = True) -> dict:
+                   class_names: list[str] | None = None, workers: int | None = None, progress: bool = True) -> dict:
     """Class-index PNGs in ``pred_dir`` against ``gt_dir``, paired by relative path."""
     if num_classes < 1:
         raise DatasetError(f"--num-classes must be at least 1; got {num_classes}")
@@ -51,15 +70,10 @@ def score_semantic(gt_dir: Path, pred_dir: Path, num_classes: int, ignore_index:
         if not pred.exists():
             raise DatasetError(f"{pred}: prediction missing for ground truth {gt}")
         pairs.append((str(gt.relative_to(gt_dir)), gt, pred))
-
-    def load(name, gt, pred):
-        return name, label_tensor(read_image(gt)), label_tensor(read_image(pred))
-
     metric = SemanticMetric(num_classes, ignore_index)
-    with tqdm(_loader(pairs, load, workers), total=len(pairs), desc="score", unit="img",
-              disable=not progress) as bar:
-        for name, label, prediction in bar:
-            metric.update(prediction, label, name=name)
+    worker = partial(_semantic_pair, num_classes=num_classes, ignore_index=ignore_index)
+    for confusion in _parallel(worker, pairs, default_workers() if workers is None else workers, progress):
+        metric.add(confusion)
     return metric.compute(class_names)
 
 
@@ -85,20 +99,29 @@ def _annotations(json_path: Path, with_categories: bool) -> dict:
     return data
 
 
-def _ids(png: Path, segments_info: list[dict]) -> tuple[torch.Tensor, list[Segment]]:
-    ids = read_panoptic_ids(png)
-    segments = [Segment(s["id"], s["category_id"], bool(s.get("iscrowd", 0))) for s in segments_info]
-    areas = dict(zip(*(t.tolist() for t in torch.unique(ids, return_counts=True))))
-    for s in segments_info:
-        if "area" in s and s["id"] in areas and s["area"] != areas[s["id"]]:
-            warnings.warn(f"{png}: segment {s['id']} has area {s['area']} in the JSON but "
-                          f"{areas[s['id']]} pixels in the PNG; using the PNG", stacklevel=2)
-    return ids, segments
+def _segments(png: Path, segments_info: list[dict]) -> list[Segment]:
+    try:
+        return [Segment(s["id"], s["category_id"], bool(s.get("iscrowd", 0)), s.get("area")) for s in segments_info]
+    except (KeyError, TypeError) as error:
+        raise DatasetError(f"{png}: a segments_info entry lacks {error}") from error
+
+
+def _panoptic_pair(pair: tuple[dict, dict], gt_folder: Path, pred_folder: Path, categories: dict[int, bool]):
+    gt, pred = pair
+    gt_png, pred_png = gt_folder / gt["file_name"], pred_folder / pred["file_name"]
+    stats = PanopticMetric(categories).image_stats(
+        read_panoptic_ids(pred_png), _segments(pred_png, pred["segments_info"]),
+        read_panoptic_ids(gt_png), _segments(gt_png, gt["segments_info"]), name=gt["file_name"])
+    return gt["file_name"], stats
 
 
 def score_panoptic(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder: Path,
-                   workers: int = 2, progress: bool = True) -> dict:
-    """panopticapi ``pq_compute`` inputs: COCO panoptic JSON + PNG folder for GT and predictions."""
+                   workers: int | None = None, progress: bool = True,
+                   warn: Callable[[str], None] = lambda message: None) -> dict:
+    """panopticapi ``pq_compute`` inputs: COCO panoptic JSON + PNG folder for GT and predictions.
+
+    ``warn`` receives one line if JSON ``area`` values disagree with the PNGs (the PNGs are used).
+    """
     gt, pred = _annotations(gt_json, True), _annotations(pred_json, False)
     categories = {c["id"]: bool(c.get("isthing", 0)) for c in gt["categories"]}
     predictions = {a["image_id"]: a for a in pred["annotations"]}
@@ -108,15 +131,14 @@ def score_panoptic(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder:
         if match is None:
             raise DatasetError(f"{pred_json}: no prediction for image_id {annotation['image_id']}")
         pairs.append((annotation, match))
-
-    def load(gt_annotation, pred_annotation):
-        gt_ids, gt_segments = _ids(gt_folder / gt_annotation["file_name"], gt_annotation["segments_info"])
-        pred_ids, pred_segments = _ids(pred_folder / pred_annotation["file_name"],
-                                       pred_annotation["segments_info"])
-        return gt_annotation["file_name"], pred_ids, pred_segments, gt_ids, gt_segments
-
     metric = PanopticMetric(categories)
-    for name, pred_ids, pred_segments, gt_ids, gt_segments in tqdm(
-            _loader(pairs, load, workers), total=len(pairs), desc="score", unit="img", disable=not progress):
-        metric.update(pred_ids, pred_segments, gt_ids, gt_segments, name=name)
+    worker = partial(_panoptic_pair, gt_folder=gt_folder, pred_folder=pred_folder, categories=categories)
+    mismatches = []
+    for name, stats in _parallel(worker, pairs, default_workers() if workers is None else workers, progress):
+        metric.add(stats)
+        mismatches += [(name, *m) for m in stats.area_mismatches]
+    if mismatches:
+        name, side, segment, claimed, pixels = mismatches[0]
+        warn(f"{len(mismatches)} segment(s) have a JSON `area` that disagrees with their PNG (first: {name}, "
+             f"{side} segment {segment}: {claimed} in the JSON, {pixels} pixels); the PNG areas are used")
     return metric.compute()

@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("layerseg_merge.demo", "demo",
              "Merge the miniature UDA models with mergekit and compare singles, uniform and layerwise_seg."),
     "selftest": ("layerseg_merge.cli", "selftest", "Run the test suite shipped with the package (pytest)."),
+    "import": ("layerseg_merge.formats_cli", "import_group", "Import checkpoints of other toolkits as model "
+               "directories."),
+    "export": ("layerseg_merge.formats_cli", "export_group", "Export model directories to other toolkits' "
+               "checkpoint formats."),
 }
 
 

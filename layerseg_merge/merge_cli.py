@@ -55,18 +55,34 @@ def merge(merge_options, recipe: str, out: str, overwrite: bool) -> None:
         from layerseg_merge.output import StagedOutput
         from layerseg_merge.recipe import load_recipe
 
-        config, source = load_recipe(recipe)
+        log = lambda message: click.echo(message, err=True)  # noqa: E731
+        config, source = load_recipe(recipe, import_checkpoints=True, log=log)
         _check_device(merge_options)
         # Vision checkpoints have no tokenizer to copy.
         merge_options = merge_options.model_copy(update={"copy_tokenizer": False})
         merge_options.apply_global_options()
         inputs = [resolve_model_path(m.model.path, m.model.revision) if is_hub_id(m.model.path) else m.model.path
                   for m in config.referenced_models()]
-        with StagedOutput(out, "dir", overwrite=overwrite, inputs=inputs, recipe=recipe,
-                          log=lambda message: click.echo(message, err=True)) as staged:
-            run_merge(config, str(staged.staging), options=merge_options, config_source=source)
+        anchor = config.base_model.model if config.base_model else None
+        anchor_dir = resolve_model_path(anchor.path, anchor.revision) if anchor else None
+        to_checkpoint = out.lower().endswith(".pth")
+        if to_checkpoint:
+            from layerseg_merge.formats.mmseg import mmseg_settings
+
+            if anchor_dir is None or mmseg_settings(anchor_dir) is None:
+                raise click.ClickException(f"{out} ends in .pth, but the anchor {anchor} is not an mmseg checkpoint; "
+                                           "give a folder as OUT (or anchor the merge on an imported .pth)")
+        with StagedOutput(out, "file" if to_checkpoint else "dir", overwrite=overwrite, inputs=inputs, recipe=recipe,
+                          log=log) as staged:
+            merged = staged.workdir() if to_checkpoint else staged.staging
+            run_merge(config, str(merged), options=merge_options, config_source=source)
             if config.merge_method == METHOD_NAME:
-                anchor = config.base_model.model
-                check_output_names(staged.staging, resolve_model_path(anchor.path, anchor.revision))
+                check_output_names(merged, anchor_dir)
+            if to_checkpoint:
+                import torch
+
+                from layerseg_merge.formats.mmseg import export_state
+
+                torch.save(export_state(merged), staged.staging)
             staged.commit()
     click.echo(f"merged model written to {out}", err=True)

@@ -110,10 +110,10 @@ def layerwise_seg_kernel(
 ) -> torch.Tensor:
     anchor = model_layout(group.base.id)
     info = anchor.tensors[group.metadata.name]
-    # A head only merges with inputs of the anchor's own host.
+    # A head merges only with the inputs whose head lines up with it (the same host, or a shared head).
     entries = [
         e for e in group.entries
-        if info.role == "backbone" or e.is_base or model_layout(e.id).architecture == anchor.architecture
+        if info.role == "backbone" or e.is_base or model_layout(e.id).counterpart(info) is not None
     ]
     anchor_index = next(i for i, e in enumerate(entries) if e.is_base)
     for entry in entries:

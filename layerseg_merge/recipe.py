@@ -20,8 +20,51 @@ def _validation_message(error: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-def load_recipe(path: str | Path) -> tuple[MergeConfiguration, str]:
-    """Parse and check a recipe; return it with its source text."""
+def _replace_models(data: dict, replace) -> None:
+    """Apply ``replace`` to every model path string of a raw recipe (models, slices, modules, base_model)."""
+    def one(holder: dict, key: str) -> None:
+        if isinstance(holder, dict) and isinstance(holder.get(key), str):
+            holder[key] = replace(holder[key])
+
+    def section(part: dict) -> None:
+        one(part, "base_model")
+        for entry in part.get("models") or []:
+            one(entry, "model")
+        for piece in part.get("slices") or []:
+            one(piece, "base_model")
+            for source in (piece.get("sources") or []) if isinstance(piece, dict) else []:
+                one(source, "model")
+
+    section(data)
+    for module in (data.get("modules") or {}).values():
+        if isinstance(module, dict):
+            section(module)
+
+
+def import_checkpoint_models(data: dict, log=lambda message: None) -> dict[str, str]:
+    """Replace ``.pth`` model paths by their imported directories (a cache keyed by content); returns the map."""
+    from layerseg_merge.formats.cache import imported_dir, is_checkpoint_file
+
+    imported: dict[str, str] = {}
+
+    def replace(path: str) -> str:
+        if not is_checkpoint_file(path):
+            return path
+        if path not in imported:
+            imported[path] = str(imported_dir(path, log=log))
+        return imported[path]
+
+    _replace_models(data, replace)
+    return imported
+
+
+def load_recipe(path: str | Path, import_checkpoints: bool = False,
+                log=lambda message: None) -> tuple[MergeConfiguration, str]:
+    """Parse and check a recipe; return it with its source text.
+
+    ``import_checkpoints``: models named by an mmseg ``.pth`` file are imported (once, into a
+    cache) and merged from their model directories.
+    """
     path = Path(path)
     try:
         source = path.read_text(encoding="utf-8")
@@ -33,6 +76,8 @@ def load_recipe(path: str | Path) -> tuple[MergeConfiguration, str]:
         raise RecipeError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from error
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping with merge_method, models, ...")
+    if import_checkpoints:
+        import_checkpoint_models(data, log)
     if data.get("merge_method") == METHOD_NAME:
         unknown = sorted(set(data) - set(MergeConfiguration.model_fields))
         if unknown:
@@ -90,4 +135,15 @@ def check_layerwise_recipe(config: MergeConfiguration, where: str) -> None:
     anchor = layout_of(directories[config.base_model])
     for model in listed:
         if model != config.base_model:
+            _check_mit_variants(directories[config.base_model], directories[model], where)
             check_compatible(anchor, layout_of(directories[model]))
+
+
+def _check_mit_variants(anchor: str, other: str, where: str) -> None:
+    """Two imported mmseg models on different MiT variants: say so in the field's words."""
+    from layerseg_merge.formats.mmseg import mmseg_settings
+
+    mine, theirs = mmseg_settings(anchor), mmseg_settings(other)
+    if mine and theirs and mine.get("variant") != theirs.get("variant"):
+        raise RecipeError(f"{where}: MiT variants differ: the anchor {anchor} is MiT-{mine['variant'].upper()}, "
+                          f"{other} is MiT-{theirs['variant'].upper()}; layer-wise merging needs one backbone")

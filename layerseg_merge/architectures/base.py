@@ -116,7 +116,9 @@ class Host:
     """Where a backbone sits inside one transformers architecture.
 
     ``canonical`` turns a name inside the host's backbone module into the
-    family's canonical name (hosts with a forked backbone rename a few tensors).
+    family's canonical name (hosts with a forked backbone rename a few tensors);
+    ``shared_heads`` does the same for heads that several hosts carry under
+    different names (a DAFormer head inside HRDA's ``decode_head.head.``).
     """
 
     architecture: str
@@ -124,3 +126,12 @@ class Host:
     backbone: str | None = None  # the family name; None: read from backbone_config.model_type
     backbone_config: Callable[[PretrainedConfig], PretrainedConfig] = own_config
     canonical: Callable[[str], str] = identity
+    # Heads shared with other hosts: (name prefix here, canonical prefix). A head tensor lines up with the
+    # tensor of another host that has the same canonical name; other heads line up within their host only.
+    shared_heads: tuple[tuple[str, str], ...] = ()
+
+    def head_canonical(self, name: str) -> str:
+        for here, canonical in self.shared_heads:
+            if name.startswith(here):
+                return canonical + name[len(here):]
+        return f"{self.architecture}:{name}"

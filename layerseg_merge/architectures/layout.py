@@ -37,7 +37,7 @@ class TensorInfo:
     role: Role
     layer: int | None
     depth: float | None
-    canonical: str
+    canonical: str  # backbone: the name inside the backbone; head: see Host.head_canonical
     shape: tuple[int, ...]
     dtype: torch.dtype
 
@@ -56,15 +56,17 @@ class ModelLayout:
     _by_canonical: dict[str, TensorInfo] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        backbone = [t for layer in self.layers for t in layer]
-        object.__setattr__(self, "tensors", {t.name: t for t in (*backbone, *self.heads)})
-        object.__setattr__(self, "_by_canonical", {t.canonical: t for t in backbone})
+        every = [*(t for layer in self.layers for t in layer), *self.heads]
+        object.__setattr__(self, "tensors", {t.name: t for t in every})
+        object.__setattr__(self, "_by_canonical", {(t.role, t.canonical): t for t in every})
 
     def counterpart(self, info: TensorInfo) -> TensorInfo | None:
-        """This model's tensor that lines up with ``info`` of another model, if any."""
-        if info.role == "backbone":
-            return self._by_canonical.get(info.canonical)
-        return self.tensors.get(info.name)
+        """This model's tensor that lines up with ``info`` of another model, if any.
+
+        Backbone tensors line up by their name inside the backbone; heads by their canonical
+        name (the same host's tensor of that name, or a shared head such as DAFormer's).
+        """
+        return self._by_canonical.get((info.role, info.canonical))
 
 
 def _registry() -> tuple[dict[str, Host], dict[str, BackboneFamily]]:
@@ -112,7 +114,7 @@ def build_layout(
             canonical = host.canonical(name[len(host.prefix):])
             layer = family.layer_of(canonical, backbone_config)
         if layer is None:
-            heads.append(TensorInfo(name, "head", None, None, name, header.shape, header.dtype))
+            heads.append(TensorInfo(name, "head", None, None, host.head_canonical(name), header.shape, header.dtype))
             continue
         if not 0 <= layer < num_layers:
             raise IncompatibleModels(
@@ -159,6 +161,14 @@ def load_config(path: str) -> PretrainedConfig:
 @lru_cache(maxsize=64)
 def _cached_layout(path: str, stamp: tuple[int, ...]) -> ModelLayout:
     return build_layout(path, load_config(path), read_tensor_headers(path))
+
+
+def head_aliases(info: TensorInfo) -> tuple[str, ...]:
+    """Other hosts' names of the head tensor ``info`` (what mergekit should look up in those inputs)."""
+    hosts, _ = _registry()
+    names = {here + info.canonical[len(canonical):] for host in hosts.values()
+             for here, canonical in host.shared_heads if info.canonical.startswith(canonical)}
+    return tuple(sorted(names - {info.name}))
 
 
 def layout_of(path: str) -> ModelLayout:

@@ -16,13 +16,26 @@ from mergekit.architecture.base import WeightInfo
 from transformers import PretrainedConfig
 
 from layerseg_merge.architectures import HOSTS
-from layerseg_merge.architectures.layout import TensorInfo, layout_of_config
+from layerseg_merge.architectures.layout import TensorInfo, head_aliases, layout_of_config
+
+
+class _Aliases(tuple):
+    """mergekit 0.1.5 builds ``[name] + weight.aliases`` when it plans an optional weight, which fails for the
+    tuple its WeightInfo stores (every alias would raise TypeError); ``__radd__`` makes that concatenation work."""
+
+    def __radd__(self, other):
+        return list(other) + list(self)
 
 
 def _weight_info(info: TensorInfo, optional: bool) -> WeightInfo:
-    # Integer buffers keep their dtype whatever the recipe's `dtype:` says.
+    # Integer buffers keep their dtype whatever the recipe's `dtype:` says; a head shared between hosts
+    # (a DAFormer head inside HRDA) is looked up under each host's own name.
     force = "int64" if info.dtype == torch.int64 else None
-    return WeightInfo(name=info.name, optional=optional, force_dtype=force)
+    weight = WeightInfo(name=info.name, optional=optional, force_dtype=force)
+    aliases = head_aliases(info) if info.role == "head" else ()
+    if aliases:
+        object.__setattr__(weight, "aliases", _Aliases(aliases))  # WeightInfo would coerce it to a tuple
+    return weight
 
 
 class SegmentationModuleArchitecture(ModuleArchitecture):

@@ -28,8 +28,19 @@ SEGFORMER = BackboneFamily(
                     "patch_sizes", "strides", "num_attention_heads", "mlp_ratios"),
 )
 
+# mmsegmentation UDA models imported by `layerseg import mmseg` (formats/mmseg.py): the MiT backbone
+# under transformers' names, the heads under their mmseg names. DAFormer's head is also HRDA's
+# `decode_head.head` and EDAPS's semantic `decode_head`, so those line up across the three.
+DAFORMER_HEAD = "daformer_head."
+
 HOSTS = (
     Host("SegformerForSemanticSegmentation", prefix="segformer.encoder.", backbone="segformer"),
     Host("SegformerForImageClassification", prefix="segformer.encoder.", backbone="segformer"),
     Host("SegformerModel", prefix="encoder.", backbone="segformer"),
+    Host("DAFormerForSemanticSegmentation", prefix="segformer.encoder.", backbone="segformer",
+         shared_heads=(("decode_head.", DAFORMER_HEAD),)),
+    Host("HRDAForSemanticSegmentation", prefix="segformer.encoder.", backbone="segformer",
+         shared_heads=(("decode_head.head.", DAFORMER_HEAD),)),
+    Host("EDAPSForPanopticSegmentation", prefix="segformer.encoder.", backbone="segformer",
+         shared_heads=(("decode_head.", DAFORMER_HEAD),)),
 )

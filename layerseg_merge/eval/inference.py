@@ -54,9 +54,22 @@ class Segmenter:
             raise FileNotFoundError(f"{model_dir}: no config.json; pass a save_pretrained() directory")
         config = AutoConfig.from_pretrained(model_dir)
         self.universal = config.model_type not in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
-        loader = AutoModelForUniversalSegmentation if self.universal else AutoModelForSemanticSegmentation
         self.device = pick_device(device)
-        self.model = loader.from_pretrained(model_dir).to(self.device).eval()
+        imported = getattr(config, "layerseg_mmseg", None)  # an mmseg checkpoint (formats/mmseg.py)
+        if imported and imported.get("kind") != "segformer":
+            from layerseg_merge.formats.mmseg_model import load_mmseg_model
+
+            if imported.get("kind") == "hrda" and slide is not None:
+                raise ValueError(f"{model_dir}: HRDA/MIC models slide as their config says (layerseg_mmseg.inference "
+                                 "in config.json); drop --slide")
+            self.model = load_mmseg_model(model_dir, imported).to(self.device)
+        else:
+            loader = AutoModelForUniversalSegmentation if self.universal else AutoModelForSemanticSegmentation
+            self.model = loader.from_pretrained(model_dir).to(self.device).eval()
+            if imported:  # an mmseg SegFormer: its MiT's original LayerNorm eps
+                from layerseg_merge.formats.mmseg_model import set_mit_layer_norm_eps
+
+                set_mit_layer_norm_eps(self.model)
         if not (model_dir / "preprocessor_config.json").exists():
             raise FileNotFoundError(
                 f"{model_dir}: no preprocessor_config.json; save the model's image processor with "

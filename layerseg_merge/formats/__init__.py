@@ -1,0 +1,1 @@
+"""Foreign checkpoint formats <-> model directories (mmsegmentation .pth: import / export)."""

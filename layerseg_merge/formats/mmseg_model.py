@@ -1,0 +1,211 @@
+"""Running imported DAFormer and HRDA/MIC models: transformers' MiT encoder plus small torch heads.
+
+The heads are written here because no library ships them in a form that loads these
+weights: transformers' SegFormer decode head concatenates the stages in reverse and
+has no ASPP fusion or scale attention, and mmsegmentation 0.x is not installable
+next to torch 2. Module names follow the checkpoint names, so the weights load as they
+are. Semantics (reference §4, §6.3 and the released configs): MLP embeddings of the four
+stages, concatenated in stage order 0..3; depthwise-separable ASPP fusion (dilations
+1, 6, 12, 18) and a 3x3 bottleneck, each conv -> BatchNorm -> ReLU (BatchNorm in eval
+mode); HRDA fuses a half-resolution context pass with high-resolution detail crops
+through a class-wise scale attention. ``align_corners=False`` everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvModule(nn.Sequential):
+    """mmcv's ConvModule as these heads use it: conv (no bias) -> BatchNorm -> ReLU."""
+
+    def __init__(self, inputs: int, outputs: int, kernel: int, dilation: int = 1, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(inputs, outputs, kernel, padding=dilation * (kernel // 2), dilation=dilation,
+                              groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(outputs)
+        self.activate = nn.ReLU()
+
+
+class DepthwiseSeparable(nn.Module):
+    def __init__(self, channels: int, outputs: int, dilation: int):
+        super().__init__()
+        self.depthwise_conv = ConvModule(channels, channels, 3, dilation=dilation, groups=channels)
+        self.pointwise_conv = ConvModule(channels, outputs, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise_conv(self.depthwise_conv(x))
+
+
+class SeparableASPP(nn.Module):
+    """DAFormer's context fusion: 1x1 branch + dilated depthwise-separable branches, then a 3x3 bottleneck."""
+
+    def __init__(self, inputs: int, channels: int, dilations: Sequence[int]):
+        super().__init__()
+        self.aspp_modules = nn.ModuleList(
+            [ConvModule(inputs, channels, 1) if d == 1 else DepthwiseSeparable(inputs, channels, d)
+             for d in dilations])
+        self.bottleneck = ConvModule(channels * len(dilations), channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bottleneck(torch.cat([branch(x) for branch in self.aspp_modules], 1))
+
+
+class Embedding(nn.Module):
+    def __init__(self, inputs: int, outputs: int):
+        super().__init__()
+        self.proj = nn.Linear(inputs, outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        return self.proj(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(batch, -1, height, width)
+
+
+class DAFormerHead(nn.Module):
+    """Stage embeddings at stride 4, concatenated in stage order, fused, classified (logits at stride 4)."""
+
+    def __init__(self, in_channels: Sequence[int], channels: int, num_classes: int, fusion: str = "aspp",
+                 dilations: Sequence[int] = (1, 6, 12, 18)):
+        super().__init__()
+        self.embed_layers = nn.ModuleList([Embedding(c, channels) for c in in_channels])
+        joined = channels * len(in_channels)
+        self.fuse_layer = SeparableASPP(joined, channels, dilations) if fusion == "aspp" else \
+            ConvModule(joined, channels, 1)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        size = features[0].shape[2:]
+        embedded = [F.interpolate(e, size=size, mode="bilinear", align_corners=False) if e.shape[2:] != size else e
+                    for e in (layer(f) for layer, f in zip(self.embed_layers, features))]
+        return self.conv_seg(self.fuse_layer(torch.cat(embedded, 1)))  # dropout: identity in eval
+
+
+class HRDAHead(nn.Module):
+    def __init__(self, in_channels: Sequence[int], channels: int, num_classes: int, dilations: Sequence[int]):
+        super().__init__()
+        self.head = DAFormerHead(in_channels, channels, num_classes, "aspp", dilations)
+        self.scale_attention = DAFormerHead(in_channels, channels, num_classes, "conv1")
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """mmseg's sliding-window grid along one axis: windows of ``crop`` every ``stride``, the last one clamped."""
+    count = max(size - crop + stride - 1, 0) // stride + 1
+    return [max(min(i * stride, size - crop), 0) for i in range(count)]
+
+
+def windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
+    return [(y, x, min(y + crop, height), min(x + crop, width))
+            for y in window_starts(height, crop, stride) for x in window_starts(width, crop, stride)]
+
+
+def stitch(pieces: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, int],
+           scale: int = 1) -> torch.Tensor:
+    """Average overlapping window logits (N*B, K, h, w) into (B, K, H/scale, W/scale)."""
+    batch = pieces.shape[0] // len(boxes)
+    total = pieces.new_zeros(batch, pieces.shape[1], size[0] // scale, size[1] // scale)
+    count = pieces.new_zeros(1, 1, size[0] // scale, size[1] // scale)
+    for index, (y1, x1, y2, x2) in enumerate(boxes):
+        y1, x1, y2, x2 = y1 // scale, x1 // scale, y2 // scale, x2 // scale
+        total[:, :, y1:y2, x1:x2] += pieces[index * batch:(index + 1) * batch]
+        count[:, :, y1:y2, x1:x2] += 1
+    return total / count
+
+
+class MmsegSegmenter(nn.Module):
+    """An imported DAFormer or HRDA/MIC model: ``model(pixel_values=...)`` returns an object with ``logits``.
+
+    DAFormer logits are at stride 4 (the caller upsamples them); HRDA runs its released test-time
+    procedure (outer sliding window, half-resolution context, high-resolution crops, scale
+    attention) and returns logits at the input size.
+    """
+
+    def __init__(self, encoder: nn.Module, settings: dict, config):
+        super().__init__()
+        self.encoder, self.kind, self.config = encoder, settings["kind"], config
+        dims, channels, classes = list(config.hidden_sizes), settings["channels"], config.num_labels
+        dilations = settings.get("dilations", (1, 6, 12, 18))
+        if self.kind == "daformer":
+            self.decode_head = DAFormerHead(dims, channels, classes, settings.get("fusion", "aspp"), dilations)
+        else:
+            self.decode_head = HRDAHead(dims, channels, classes, dilations)
+        self.inference = dict(settings.get("inference") or {})
+
+    def features(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.encoder(pixel_values=pixels, output_hidden_states=True).hidden_states)
+
+    def forward(self, pixel_values: torch.Tensor) -> SimpleNamespace:
+        if self.kind == "daformer":
+            return SimpleNamespace(logits=self.decode_head(self.features(pixel_values)))
+        height, width = pixel_values.shape[2:]
+        crop, stride = self.inference["crop"], self.inference["stride"]
+        boxes = windows(height, width, crop, stride)
+        crops = torch.cat([pixel_values[:, :, y1:y2, x1:x2] for y1, x1, y2, x2 in boxes])
+        return SimpleNamespace(logits=stitch(self.hrda_window(crops), boxes, (height, width)))
+
+    def hrda_window(self, image: torch.Tensor) -> torch.Tensor:
+        """HRDA's encode_decode for one batch of equal-size windows: logits at the window size."""
+        settings, head = self.inference, self.decode_head
+        lr_scale = settings["lr_scale"]
+        low = F.interpolate(image, scale_factor=lr_scale, mode="bilinear", align_corners=False)
+        low_features = self.features(low)
+        low_logits = head.head(low_features)
+        boxes = windows(*image.shape[2:], settings["hr_crop"], settings["hr_stride"])
+        crops = torch.cat([image[:, :, y1:y2, x1:x2] for y1, x1, y2, x2 in boxes])
+        high_logits = stitch(head.head(self.features(crops)), boxes, tuple(image.shape[2:]), scale=4)
+        attention = torch.sigmoid(head.scale_attention(low_features))
+        low_logits = (1 - attention) * low_logits
+        factor = 1 / lr_scale
+        low_up = F.interpolate(low_logits, scale_factor=factor, mode="bilinear", align_corners=False)
+        attention = F.interpolate(attention, scale_factor=factor, mode="bilinear", align_corners=False)
+        fused = attention * high_logits + low_up
+        return F.interpolate(fused, size=image.shape[2:], mode="bilinear", align_corners=False)
+
+
+_MIT_EPS_1E6 = re.compile(r"(.*\.)?stages\.\d+\.(layer_norm|blocks\.\d+\.layernorm_(before|after))")
+
+
+def set_mit_layer_norm_eps(encoder: nn.Module, eps: float = 1e-6) -> None:
+    """The original MiT's block and stage norms use eps 1e-6; transformers builds every norm with 1e-5.
+
+    (Reference §6.3/§6.4: with this the stage outputs match the original MiT to about 2e-7.)
+    """
+    for name, module in encoder.named_modules():
+        if isinstance(module, nn.LayerNorm) and _MIT_EPS_1E6.fullmatch(name):
+            module.eps = eps
+
+
+def load_mmseg_model(model_dir: str | Path, settings: dict) -> nn.Module:
+    """The runnable model of an imported directory (DAFormer or HRDA/MIC; SegFormer loads with transformers)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, SegformerModel
+    from transformers.utils import logging as hf_logging
+
+    from layerseg_merge.checkpoint import weight_files
+
+    if settings["kind"] == "edaps":
+        raise ValueError(f"{model_dir}: EDAPS (a Mask R-CNN panoptic model) can be merged and exported but not "
+                         "evaluated: transformers has no Mask R-CNN counterpart; evaluate it with the EDAPS repository")
+    if settings["kind"] not in ("daformer", "hrda"):
+        raise ValueError(f"{model_dir}: unknown imported kind {settings['kind']!r}")
+    config = AutoConfig.from_pretrained(model_dir)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the heads' tensors are "unexpected" for the encoder alone
+    try:
+        encoder = SegformerModel.from_pretrained(model_dir)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    set_mit_layer_norm_eps(encoder)
+    model = MmsegSegmenter(encoder, settings, config)
+    tensors = {}
+    for file in weight_files(model_dir):
+        tensors.update(load_file(file))
+    head = {k[len("decode_head."):]: v for k, v in tensors.items() if k.startswith("decode_head.")}
+    model.decode_head.load_state_dict(head, strict=True)
+    return model.eval()

@@ -1,0 +1,72 @@
+"""``layerseg import mmseg`` and ``layerseg export mmseg``: DAFormer / HRDA / MIC / EDAPS checkpoints."""
+
+from __future__ import annotations
+
+import click
+
+from layerseg_merge.errors import reported
+
+
+@click.group("import")
+def import_group() -> None:
+    """Import checkpoints of other toolkits as model directories."""
+
+
+@import_group.command("mmseg")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--weights", type=click.Choice(["student", "teacher"]), default="student", show_default=True,
+              help="student = model.* (what the papers evaluate); teacher = ema_model.*")
+@click.option("--num-heads", default=None, help="MiT attention heads per stage (not stored in the weights); "
+              "default 1,2,5,8 as in every MiT-B0..B5")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it holds a previous model output.")
+def import_mmseg(checkpoint: str, out: str, weights: str, num_heads: str | None, overwrite: bool) -> None:
+    """Import an mmseg 0.x checkpoint (DAFormer, HRDA, MIC, EDAPS, SegFormer) into a model directory.
+
+    Reads the file with torch.load(weights_only=True) (never unpickling code), detects the
+    kind and the MiT variant, and writes OUT: config.json, model.safetensors (the MiT backbone
+    under transformers' SegFormer names, the heads under their own) and preprocessor_config.json.
+    """
+    with reported("import"):
+        from layerseg_merge.formats.mmseg import convert, write_model_dir
+        from layerseg_merge.output import StagedOutput
+
+        heads = tuple(int(v) for v in num_heads.split(",")) if num_heads else None
+        if heads is not None and len(heads) != 4:
+            raise click.ClickException("--num-heads takes 4 numbers, e.g. 1,2,5,8")
+        imported = convert(checkpoint, weights, heads)
+        click.echo(f"found {imported.found.describe()} ({weights}, {imported.prefix or 'unprefixed '}* weights)",
+                   err=True)
+        with StagedOutput(out, "dir", overwrite=overwrite, inputs=[checkpoint],
+                          log=lambda message: click.echo(message, err=True)) as staged:
+            write_model_dir(imported, staged.staging)
+            staged.commit()
+    click.echo(f"model directory written to {out}", err=True)
+
+
+@click.group("export")
+def export_group() -> None:
+    """Export model directories to other toolkits' checkpoint formats."""
+
+
+@export_group.command("mmseg")
+@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a previous checkpoint file.")
+def export_mmseg(model: str, out: str, overwrite: bool) -> None:
+    """Write an imported (or merged) model back as an mmseg checkpoint: {meta, state_dict} with model.* keys.
+
+    Original names (attn.kv re-joined) and the imported meta; loadable with torch.load(weights_only=True)
+    and by the DAFormer / HRDA / MIC / EDAPS repositories' tools/test.py.
+    """
+    with reported("export"):
+        import torch
+
+        from layerseg_merge.formats.mmseg import export_state
+        from layerseg_merge.output import StagedOutput
+
+        state = export_state(model)
+        with StagedOutput(out, "file", overwrite=overwrite, inputs=[model]) as staged:
+            torch.save(state, staged.staging)
+            staged.commit()
+    click.echo(f"checkpoint written to {out} ({len(state['state_dict'])} tensors)", err=True)

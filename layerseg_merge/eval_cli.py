@@ -56,10 +56,16 @@ def _run(action, what: str = "evaluation"):
 @click.option("--amp", type=click.Choice(["bf16", "fp16", "off"]), default="off", show_default=True)
 @click.option("--slide", default=None, help="sliding-window inference CROP,STRIDE (semantic models)")
 @click.option("--workers", default=2, show_default=True, help="DataLoader workers decoding images")
+@click.option("--preprocess", type=click.Choice(["auto", "device", "processor"]), default="auto", show_default=True,
+              help="auto/device: resize and normalise on the device (SegFormer, Mask2Former, MaskFormer processors); "
+              "processor: the transformers image processor on the CPU")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the model (one static shape per batch; falls back to eager with a message)")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the report JSON here")
 @click.option("--plot", type=click.Path(dir_okay=False), help="write a per-class bar chart (PNG)")
 @click.option("--card", is_flag=True, help="add the result to MODEL/README.md as Hugging Face model-index metadata")
-def eval_command(model, data, split, task, device, batch_size, amp, slide, workers, out, plot, card) -> None:
+def eval_command(model, data, split, task, device, batch_size, amp, slide, workers, preprocess, compile_model, out,
+                 plot, card) -> None:
     """Run MODEL (a transformers directory) over a dataset and score it."""
     from layerseg_merge.eval.evaluate import evaluate
 
@@ -67,8 +73,9 @@ def eval_command(model, data, split, task, device, batch_size, amp, slide, worke
     _run(lambda: _check_outputs(out, plot, inputs=(model, *data_paths)))
     if card:  # the one file of MODEL this command may write
         _run(lambda: _check_outputs(str(Path(model) / "README.md"), inputs=data_paths))
-    report = _run(lambda: evaluate(model, data, split=split, task=task, device=device,
-                                   batch_size=batch_size, amp=amp, slide=_slide(slide), workers=workers))
+    report = _run(lambda: evaluate(model, data, split=split, task=task, device=device, batch_size=batch_size,
+                                   amp=amp, slide=_slide(slide), workers=workers, preprocess=preprocess,
+                                   compile=compile_model))
     timing = report.pop("timing")
     click.echo(f"{timing['images']} images in {timing['seconds']:.1f} s on {timing['device']} "
                f"({timing['images'] / max(timing['seconds'], 1e-9):.1f} img/s)", err=True)

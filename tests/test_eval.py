@@ -48,7 +48,9 @@ def test_semantic_eval_equals_direct_computation(tmp_path, segformer_dir):
 
     data = semantic_folder(tmp_path / "data")
     out = tmp_path / "report.json"
+    # The processor path on the CPU: the same preprocessing and device as the direct computation below.
     result = CliRunner().invoke(main, ["eval", str(segformer_dir), "--data", f"folder:{data}", "--batch-size", "2",
+                                       "--preprocess", "processor", "--device", "cpu",
                                        "--workers", "0", "--out", str(out), "--plot", str(tmp_path / "bars.png")])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -104,6 +106,7 @@ def test_panoptic_eval_equals_direct_computation(tmp_path, mask2former_dir):
     images, gt_json, pngs = coco_panoptic(tmp_path / "data")
     out = tmp_path / "report.json"
     result = CliRunner().invoke(main, ["eval", str(mask2former_dir), "--task", "panoptic", "--workers", "0",
+                                       "--preprocess", "processor", "--device", "cpu",
                                        "--data", f"coco-panoptic:{images},{gt_json},{pngs}", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())

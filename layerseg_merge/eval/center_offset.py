@@ -4,7 +4,8 @@ A model whose config has ``panoptic_head = {"type": "center_offset", "num_classe
 "thing_ids": [...], "offset_scale": S}`` outputs N semantic logits, a center heatmap and
 two offsets (dy, dx, in units of S pixels) toward the instance center. Stuff classes become
 one segment each; thing pixels are grouped by the nearest predicted center, and each group
-takes its majority class.
+takes its majority class (the smallest class id among ties). Vectorised: look-up tables and
+joint histograms, no loop over full-size masks, so it runs at the device's speed.
 """
 
 from __future__ import annotations
@@ -19,27 +20,37 @@ def decode(logits: torch.Tensor, spec: dict, label_to_category: dict[int, int], 
            window: int = 7, max_instances: int = 32) -> tuple[torch.Tensor, list[Segment]]:
     """One image's logits (N + 3, H, W), at the image size -> COCO ids (VOID = 0) and segments."""
     n, scale = spec["num_classes"], float(spec.get("offset_scale", 1.0))
-    things = torch.tensor(spec["thing_ids"], device=logits.device)
+    device = logits.device
+    things = torch.tensor(spec["thing_ids"], device=device)
     semantic = logits[:n].argmax(0)
     heat = logits[n]
     peaks = (heat == F.max_pool2d(heat[None, None], window, 1, window // 2)[0, 0]) & (heat > threshold)
     centers = peaks.nonzero().float()
     if len(centers) > max_instances:
         centers = centers[heat[peaks].topk(max_instances).indices]
-    ids = torch.full_like(semantic, VOID)
-    segments: list[Segment] = []
     is_thing = torch.isin(semantic, things)
-    for cls in semantic[~is_thing].unique().tolist():
-        segments.append(Segment(len(segments) + 1, label_to_category[cls]))
-        ids[(semantic == cls) & ~is_thing] = segments[-1].id
-    if len(centers) and is_thing.any():
+    segments: list[Segment] = []
+    # Stuff: one segment per class present, in class order.
+    stuff_counts = torch.bincount(semantic[~is_thing], minlength=n)
+    stuff_classes = (stuff_counts > 0).nonzero().flatten().tolist()
+    table = torch.zeros(n, dtype=torch.int64, device=device)
+    for new_id, cls in enumerate(stuff_classes, start=1):
+        table[cls] = new_id
+        segments.append(Segment(new_id, label_to_category[cls]))
+    ids = torch.where(is_thing, torch.zeros_like(semantic), table[semantic])
+    if len(centers) and bool(is_thing.any()):
         ys, xs = is_thing.nonzero().unbind(1)
         to_y = ys + logits[n + 1, ys, xs] * scale
         to_x = xs + logits[n + 2, ys, xs] * scale
         nearest = ((to_y[:, None] - centers[:, 0]) ** 2 + (to_x[:, None] - centers[:, 1]) ** 2).argmin(1)
-        for k in nearest.unique().tolist():
-            member = nearest == k
-            cls = int(semantic[ys[member], xs[member]].mode().values)
+        classes = semantic[ys, xs]
+        votes = torch.bincount(nearest * n + classes, minlength=len(centers) * n).view(len(centers), n)
+        groups = (votes.sum(1) > 0).nonzero().flatten()
+        majority = votes[groups].argmax(1)  # first maximum: the smallest class among ties
+        group_ids = torch.zeros(len(centers), dtype=torch.int64, device=device)
+        group_ids[groups] = torch.arange(len(segments) + 1, len(segments) + 1 + len(groups), device=device)
+        for cls in majority.tolist():
             segments.append(Segment(len(segments) + 1, label_to_category[cls]))
-            ids[ys[member], xs[member]] = segments[-1].id
+        ids[ys, xs] = group_ids[nearest]
+    ids[ids == 0] = VOID
     return ids, segments

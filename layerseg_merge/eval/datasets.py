@@ -227,6 +227,28 @@ def checked(sample):
     return sample
 
 
-def collate(samples: list[dict]) -> list[dict]:
-    """Keep samples as a list: images may differ in size; the image processor batches them."""
-    return samples
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    if all(t.shape == tensors[0].shape for t in tensors):
+        return torch.stack(tensors)
+    return [t.contiguous() for t in tensors]
+
+
+def collate_batch(samples: list) -> dict:
+    """A batch for the device: uint8 images (B, 3, H, W) and targets, stacked where sizes agree (else lists).
+
+    Runs in the DataLoader workers, so the main process only copies ready tensors; a sample
+    that failed to load travels as ``failed``.
+    """
+    failed = next((s for s in samples if isinstance(s, FailedSample)), None)
+    if failed is not None:
+        return {"failed": failed, "names": []}
+    batch = {
+        "names": [s["name"] for s in samples],
+        "images": _stack([torch.from_numpy(np.ascontiguousarray(s["image"])).permute(2, 0, 1) for s in samples]),
+    }
+    if "label" in samples[0]:
+        batch["labels"] = _stack([s["label"] for s in samples])
+    else:
+        batch["panoptic"] = _stack([s["panoptic"] for s in samples])
+        batch["segments"] = [s["segments"] for s in samples]
+    return batch

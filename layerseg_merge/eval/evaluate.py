@@ -1,17 +1,25 @@
-"""Run a model over a dataset and score it; sharded over ranks under torchrun."""
+"""Run a model over a dataset and score it; sharded over ranks under torchrun.
+
+The pipeline keeps the device busy: DataLoader workers decode images into uint8
+batches (pinned memory on CUDA); the next batch is copied to the device on a side
+stream while the current one runs; preprocessing, the forward pass, upsampling,
+argmax and the metric all stay on the device, and the metric's checks read back
+one batch late so that nothing waits for the GPU in between.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from layerseg_merge.eval.datasets import CarryErrors, checked, collate, open_dataset
-from layerseg_merge.eval.inference import Segmenter, label_to_category
+from layerseg_merge.eval.datasets import CarryErrors, collate_batch, open_dataset
+from layerseg_merge.eval.inference import Segmenter, label_to_category, pick_device
 from layerseg_merge.eval.metrics import PanopticMetric, SemanticMetric
 
 
@@ -32,21 +40,76 @@ def _first(dataset, count: int):
     return subset
 
 
+def _move(value, device: torch.device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, list):
+        return [_move(v, device) for v in value]
+    return value
+
+
+def _claim(value, stream) -> None:
+    """Tell the caching allocator that tensors copied on a side stream are used on ``stream``."""
+    if isinstance(value, torch.Tensor):
+        value.record_stream(stream)
+    elif isinstance(value, list):
+        for item in value:
+            _claim(item, stream)
+
+
+def on_device(batches: Iterable[dict], device: torch.device, keys: tuple[str, ...]) -> Iterator[dict]:
+    """``batches`` with ``keys`` moved to ``device``; on CUDA the next batch is copied while this one runs."""
+    if device.type != "cuda":
+        for batch in batches:
+            yield {k: (_move(v, device) if k in keys else v) for k, v in batch.items()}
+        return
+    stream = torch.cuda.Stream(device)
+
+    def send(batch: dict) -> dict:
+        with torch.cuda.stream(stream):
+            return {k: (_move(v, device) if k in keys else v) for k, v in batch.items()}
+
+    upcoming = None
+    for batch in batches:
+        current, upcoming = upcoming, send(batch)
+        if current is not None:
+            yield current
+        torch.cuda.current_stream(device).wait_stream(stream)
+        for key in keys:
+            _claim(upcoming.get(key), torch.cuda.current_stream(device))
+    if upcoming is not None:
+        yield upcoming
+
+
+def _pad_batch(images, size: int):
+    """Repeat the last image up to ``size`` (a compiled model sees one batch shape)."""
+    if isinstance(images, torch.Tensor) and len(images) < size:
+        return torch.cat([images, images[-1:].expand(size - len(images), *images.shape[1:])])
+    return images
+
+
 def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "semantic",
              device: str = "auto", batch_size: int = 4, amp: str = "off",
              slide: tuple[int, int] | None = None, workers: int = 2, ignore_index: int = 255,
-             progress: bool = True, limit: int | None = None) -> dict:
+             progress: bool = True, limit: int | None = None, preprocess: str = "auto",
+             compile: bool = False) -> dict:
     """Score ``model_dir`` on ``data``; returns the DESIGN.md §5 report (plus ``timing``)."""
     dataset = open_dataset(data, split, task)
     if limit is not None:
         dataset = _first(dataset, limit)
-    segmenter = Segmenter(model_dir, device=device, amp=amp, slide=slide)
-    rank, world = distributed_context(segmenter.device)
-    if world > 1 and segmenter.device.type == "cuda":
-        torch.cuda.set_device(rank % torch.cuda.device_count())
+    chosen = pick_device(device)
+    rank, world = distributed_context(chosen)
+    if world > 1 and chosen.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
+        torch.cuda.set_device(local)
+        chosen = torch.device("cuda", local)
+    segmenter = Segmenter(model_dir, device=str(chosen), amp=amp, slide=slide, preprocess=preprocess,
+                          compile=compile, crops_per_forward=batch_size)
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
-    loader = torch.utils.data.DataLoader(CarryErrors(shard), batch_size=batch_size, collate_fn=collate,
-                                         num_workers=workers, persistent_workers=False)
+    cuda = segmenter.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        CarryErrors(shard), batch_size=batch_size, collate_fn=collate_batch, num_workers=workers,
+        persistent_workers=False, pin_memory=cuda, prefetch_factor=4 if workers else None)
     if task == "semantic":
         num_classes = len(segmenter.id2label)
         metric = SemanticMetric(num_classes, ignore_index)
@@ -56,33 +119,45 @@ def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "
         metric = PanopticMetric({c: bool(v.get("isthing", 0)) for c, v in categories.items()})
         mapping = label_to_category(segmenter.id2label, categories)
         stuff = {label for label, category in mapping.items() if not categories[category].get("isthing", 0)}
-    start, images = time.perf_counter(), 0
+    target = "labels" if task == "semantic" else "panoptic"
+    keys = (target, "images") if segmenter.fast else (target,)
     bar = tqdm(total=len(shard), desc=f"eval {Path(model_dir).name}", unit="img",
                disable=not progress or rank != 0)
+    started = time.perf_counter()
+    first = None  # when the first batch arrived: throughput excludes the workers' start-up
+    images = 0
     try:
-        for batch in loader:
-            batch = [checked(sample) for sample in batch]
-            pictures = [sample["image"] for sample in batch]
+        for batch in on_device(loader, segmenter.device, keys):
+            if batch.get("failed") is not None:
+                batch["failed"].raise_error()
+            first = first or time.perf_counter()
+            count, targets = len(batch["names"]), batch[target]
+            pictures = _pad_batch(batch["images"], batch_size) if compile else batch["images"]
+            sizes = [tuple(t.shape[-2:]) for t in targets]
+            sizes += sizes[-1:] * (len(pictures) - count)
             if task == "semantic":
-                for sample, prediction in zip(batch, segmenter.semantic(pictures)):
+                predictions = segmenter.semantic(pictures, sizes)[:count]
+                for name, prediction, label in zip(batch["names"], predictions, targets):
                     if num_classes < 255:  # smaller maps take the metric's fastest path
                         prediction = prediction.to(torch.uint8)
-                    metric.update(prediction, sample["label"], name=sample["name"])
+                    metric.update(prediction, label, name=name, defer=True)
             else:
-                for sample, (ids, segments) in zip(batch, segmenter.panoptic(pictures, mapping, stuff)):
-                    metric.update(ids, segments, sample["panoptic"], sample["segments"], name=sample["name"])
-            images += len(batch)
-            bar.update(len(batch))
-            bar.set_postfix(img_s=f"{images / (time.perf_counter() - start):.1f}")
+                results = segmenter.panoptic(pictures, sizes, mapping, stuff)[:count]
+                for name, (ids, segments), gt_ids, gt_segments in zip(batch["names"], results, targets,
+                                                                     batch["segments"]):
+                    metric.update(ids, segments, gt_ids, gt_segments, name=name)
+            images += count
+            bar.update(count)
+            bar.set_postfix(img_s=f"{images / (time.perf_counter() - first):.1f}")
+        metric.reduce(segmenter.device)
+        if task == "semantic":
+            report = metric.compute([segmenter.id2label[i] for i in range(num_classes)])
+        else:
+            report = metric.compute()
     finally:
         bar.close()
-    metric.reduce(segmenter.device)
-    elapsed = time.perf_counter() - start
-    if task == "semantic":
-        names = [segmenter.id2label[i] for i in range(num_classes)]
-        report = metric.compute(names)
-    else:
-        report = metric.compute()
-    report["timing"] = {"images": images * world, "seconds": elapsed,
+    ended = time.perf_counter()
+    report["timing"] = {"images": images * world, "seconds": ended - (first or started),
+                        "startup_seconds": (first or ended) - started,
                         "forward_seconds": segmenter.forward_seconds, "device": str(segmenter.device)}
     return report

@@ -1,13 +1,20 @@
-"""Batched, device-resident inference of transformers segmentation models.
+"""Batched, device-resident inference of segmentation models.
 
-Semantic models (``AutoModelForSemanticSegmentation``): logits upsampled to the
-label size, argmax. Universal models (``AutoModelForUniversalSegmentation``):
-the image processor's own post-processing, panoptic output converted to COCO ids.
+Semantic models (``AutoModelForSemanticSegmentation``, imported mmseg models): logits
+upsampled to the label size, argmax on the device. Universal models
+(``AutoModelForUniversalSegmentation``): the image processor's own post-processing,
+its panoptic output converted to COCO ids in one pass.
+
+Inputs are uint8 batches (B, 3, H, W). The fast path (default where the processor is
+supported, see :mod:`layerseg_merge.eval.preprocess`) preprocesses them on the device;
+``preprocess="processor"`` runs the transformers image processor on the CPU instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +29,8 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 
 from layerseg_merge.eval.metrics import VOID, Segment
+from layerseg_merge.eval.preprocess import DevicePreprocessor, supports
+from layerseg_merge.eval.sliding import windows
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -44,11 +53,66 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+class ForwardTimer:
+    """Time spent in the model's forward passes, without synchronising the device on every batch.
+
+    On CUDA each forward is bracketed by events that are read only at the end; on the CPU
+    by ``perf_counter``.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def __call__(self):
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self.events.append((start, end))
+        else:
+            began = time.perf_counter()
+            yield
+            self.seconds += time.perf_counter() - began
+
+    def total(self) -> float:
+        if self.events:
+            torch.cuda.synchronize()
+            self.seconds += sum(start.elapsed_time(end) for start, end in self.events) / 1000
+            self.events = []
+        return self.seconds
+
+
+def coco_ids(segmentation: torch.Tensor, segments_info: Sequence[dict],
+             label_to_category: dict[int, int]) -> tuple[torch.Tensor, list[Segment]]:
+    """A processor's panoptic output (segment ids, -1 or 0 where none) as COCO ids 1..n (VOID = 0).
+
+    Segment k of ``segments_info`` becomes id k (fused stuff segments repeat a processor id:
+    the last one wins); one table look-up over the map, and segments that cover no pixel
+    are dropped.
+    """
+    seg = segmentation.to(torch.int64)
+    size = max((int(info["id"]) for info in segments_info), default=0) + 2
+    table = torch.zeros(size, dtype=torch.int64, device=seg.device)  # index 0: processor id -1, 1: id 0
+    segments = []
+    for new_id, info in enumerate(segments_info, start=1):
+        table[int(info["id"]) + 1] = new_id
+        segments.append(Segment(new_id, label_to_category[int(info["label_id"])]))
+    ids = table[(seg + 1).clamp_(0, size - 1)]
+    present = (torch.bincount(ids.flatten(), minlength=len(segments) + 1)[1:] > 0).tolist()
+    ids[ids < 0] = VOID
+    return ids, [segment for segment, keep in zip(segments, present) if keep]
+
+
 class Segmenter:
-    """A transformers segmentation model from a directory, ready for batched inference."""
+    """A segmentation model from a directory, ready for batched inference on uint8 batches."""
 
     def __init__(self, model_dir: str | Path, device: str = "auto", amp: str = "off",
-                 slide: tuple[int, int] | None = None):
+                 slide: tuple[int, int] | None = None, preprocess: str = "auto", compile: bool = False,
+                 crops_per_forward: int = 8):
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").exists():
             raise FileNotFoundError(f"{model_dir}: no config.json; pass a save_pretrained() directory")
@@ -56,6 +120,7 @@ class Segmenter:
         self.universal = config.model_type not in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
         self.device = pick_device(device)
         imported = getattr(config, "layerseg_mmseg", None)  # an mmseg checkpoint (formats/mmseg.py)
+        self.resizes_itself = False
         if imported and imported.get("kind") != "segformer":
             from layerseg_merge.formats.mmseg_model import load_mmseg_model
 
@@ -75,96 +140,134 @@ class Segmenter:
                 f"{model_dir}: no preprocessor_config.json; save the model's image processor with "
                 "save_pretrained() next to its weights")
         self.processor = AutoImageProcessor.from_pretrained(model_dir)
-        self.amp, self.slide = amp, slide
+        if preprocess not in ("auto", "device", "processor"):
+            raise ValueError(f"preprocess must be auto, device or processor, not {preprocess!r}")
+        if preprocess == "device" and not supports(self.processor):
+            raise ValueError(f"{model_dir}: {type(self.processor).__name__} cannot run on the device; use "
+                             "--preprocess processor")
+        self.fast = preprocess != "processor" and supports(self.processor)
+        self.amp, self.slide, self.crops_per_forward = amp, slide, max(1, crops_per_forward)
+        if self.fast:
+            self.to_inputs = DevicePreprocessor(self.processor, self.device, resize=slide is None)
         self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
         # A center/offset panoptic head (see center_offset.py) has extra output channels.
         self.panoptic_head = getattr(self.model.config, "panoptic_head", None)
         if self.panoptic_head:
             self.id2label = {k: v for k, v in self.id2label.items() if k < self.panoptic_head["num_classes"]}
-        self.forward_seconds = 0.0
+        self.timer = ForwardTimer(self.device)
+        self.forward = self.model
+        if compile:
+            self._compile()
 
-    def _forward(self, images: list[np.ndarray], **processor_options):
-        inputs = self.processor(images=images, return_tensors="pt", **processor_options)
-        inputs = {k: v.to(self.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        import time
+    @property
+    def forward_seconds(self) -> float:
+        return self.timer.total()
 
-        start = time.perf_counter()
-        with torch.inference_mode(), autocast(self.device, self.amp):
-            outputs = self.model(**inputs)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.forward_seconds += time.perf_counter() - start
-        return outputs, inputs
+    # -------------------------------------------------------------------------------- forward
 
-    def semantic(self, images: list[np.ndarray]) -> list[torch.Tensor]:
-        """Class-index maps (H, W) on the device, at each image's size."""
-        sizes = [image.shape[:2] for image in images]
-        if self.universal:
-            outputs, _ = self._forward(images)
-            return self.processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
+    def _compile(self) -> None:
+        """torch.compile the model; a clear message and the eager model where that fails."""
+        import warnings
+
+        try:
+            self.forward = torch.compile(self.model, dynamic=False)
+        except Exception as error:  # torch raises many types here (missing compiler, unsupported op)
+            warnings.warn(f"--compile: torch.compile failed ({str(error).splitlines()[0]}); running eagerly",
+                          stacklevel=2)
+            self.forward = self.model
+        self._compiled_first_call = self.forward is not self.model
+
+    def _run(self, inputs: dict):
+        with torch.inference_mode(), autocast(self.device, self.amp), self.timer():
+            try:
+                return self.forward(**inputs)
+            except Exception as error:
+                if not getattr(self, "_compiled_first_call", False):
+                    raise
+                import warnings
+
+                warnings.warn(f"--compile: the compiled model failed ({str(error).splitlines()[0]}); running "
+                              "eagerly", stacklevel=2)
+                self.forward, self._compiled_first_call = self.model, False
+                return self.forward(**inputs)
+            finally:
+                self._compiled_first_call = False
+
+    def inputs(self, images: torch.Tensor | Sequence[torch.Tensor], resize: bool = True) -> dict:
+        """Model inputs for uint8 images: a (B, 3, H, W) batch, or a list of (3, H, W) images."""
+        if self.fast:
+            if not isinstance(images, torch.Tensor):
+                images = torch.stack(list(images))
+            return self.to_inputs(images.to(self.device, non_blocking=True))
+        pictures = [np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy()) for image in images]
+        options = {} if resize else {"do_resize": False}
+        inputs = self.processor(images=pictures, return_tensors="pt", **options)
+        return {k: v.to(self.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+
+    def logits(self, images, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """Float logits (B, K, H, W) at the label size (all images of the batch share ``sizes[0]``)."""
         if self.slide is not None:
-            return [self._slide(image) for image in images]
-        outputs, _ = self._forward(images)
-        logits = outputs.logits.float()[:, : len(self.id2label)]
-        return [F.interpolate(logits[i:i + 1], size=size, mode="bilinear", align_corners=False)[0]
-                .argmax(0) for i, size in enumerate(sizes)]
+            return torch.cat([self._slide(image[None], size) for image, size in zip(images, sizes)])
+        outputs = self._run(self.inputs(images))
+        return F.interpolate(outputs.logits.float(), size=sizes[0], mode="bilinear", align_corners=False)
 
-    def _slide(self, image: np.ndarray) -> torch.Tensor:
-        """Sliding-window inference at native resolution (mmsegmentation's ``slide`` mode)."""
+    # -------------------------------------------------------------------------------- tasks
+
+    def semantic(self, images, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+        """Class-index maps (H, W) on the device, one per image, at the sizes given."""
+        if self.universal:
+            outputs = self._run(self.inputs(images))
+            return self.processor.post_process_semantic_segmentation(outputs, target_sizes=list(sizes))
+        if len(set(sizes)) == 1:
+            return list(self.logits(images, sizes)[:, : len(self.id2label)].argmax(1))
+        return [self.logits([image], [size])[0, : len(self.id2label)].argmax(0) for image, size in zip(images, sizes)]
+
+    def _slide(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Sliding-window inference at native resolution (mmsegmentation's ``slide`` mode), crops batched."""
         crop, stride = self.slide
-        inputs = self.processor(images=[image], return_tensors="pt", do_resize=False)
-        pixels = inputs["pixel_values"].to(self.device)
+        pixels = self.inputs(image, resize=False)["pixel_values"]
         _, _, height, width = pixels.shape
-        rows = max(height - crop + stride - 1, 0) // stride + 1
-        cols = max(width - crop + stride - 1, 0) // stride + 1
-        total, count = None, torch.zeros(1, 1, height, width, device=self.device)
-        for row in range(rows):
-            for col in range(cols):
-                y1, x1 = min(row * stride, max(height - crop, 0)), min(col * stride, max(width - crop, 0))
-                y2, x2 = min(y1 + crop, height), min(x1 + crop, width)
-                with torch.inference_mode(), autocast(self.device, self.amp):
-                    logits = self.model(pixel_values=pixels[:, :, y1:y2, x1:x2]).logits.float()
+        boxes = windows(height, width, crop, stride)
+        total = count = None
+        for first in range(0, len(boxes), self.crops_per_forward):
+            chunk = boxes[first:first + self.crops_per_forward]
+            shapes = {(y2 - y1, x2 - x1) for y1, x1, y2, x2 in chunk}
+            groups = [chunk] if len(shapes) == 1 else [[box] for box in chunk]
+            for group in groups:
+                crops = torch.cat([pixels[:, :, y1:y2, x1:x2] for y1, x1, y2, x2 in group])
+                logits = self._run({"pixel_values": crops}).logits.float()
+                y1, x1, y2, x2 = group[0]
                 logits = F.interpolate(logits, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False)
                 if total is None:
-                    total = torch.zeros(1, logits.shape[1], height, width, device=self.device)
-                total[:, :, y1:y2, x1:x2] += logits
-                count[:, :, y1:y2, x1:x2] += 1
-        logits = (total / count)[:, : len(self.id2label)]
-        return F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)[0].argmax(0)
+                    total = torch.zeros(1, logits.shape[1], height, width, device=logits.device)
+                    count = torch.zeros(1, 1, height, width, device=logits.device)
+                for piece, (y1, x1, y2, x2) in zip(logits, group):
+                    total[0, :, y1:y2, x1:x2] += piece
+                    count[0, :, y1:y2, x1:x2] += 1
+        return F.interpolate(total / count, size=size, mode="bilinear", align_corners=False)
 
     def require_panoptic(self) -> None:
         if not (self.universal or self.panoptic_head):
             raise ValueError("panoptic evaluation needs a universal segmentation model (Mask2Former, "
                              "MaskFormer, OneFormer) or a center/offset panoptic head; this one is semantic")
 
-    def panoptic(self, images: list[np.ndarray], label_to_category: dict[int, int],
+    def panoptic(self, images, sizes: Sequence[tuple[int, int]], label_to_category: dict[int, int],
                  stuff_labels: set[int]) -> list[tuple[torch.Tensor, list[Segment]]]:
         """COCO-style id maps (VOID = 0) and their segments, one per image."""
         if self.panoptic_head:
             from layerseg_merge.eval.center_offset import decode
 
-            outputs, _ = self._forward(images)
-            logits = outputs.logits.float()
-            return [decode(F.interpolate(logits[i:i + 1], size=image.shape[:2], mode="bilinear",
-                                         align_corners=False)[0], self.panoptic_head, label_to_category)
-                    for i, image in enumerate(images)]
+            if len(set(sizes)) == 1:
+                logits = self.logits(images, sizes)
+                return [decode(logits[i], self.panoptic_head, label_to_category) for i in range(len(sizes))]
+            return [decode(self.logits([image], [size])[0], self.panoptic_head, label_to_category)
+                    for image, size in zip(images, sizes)]
         self.require_panoptic()
-        outputs, _ = self._forward(images)
+        outputs = self._run(self.inputs(images))
         results = self.processor.post_process_panoptic_segmentation(
-            outputs, target_sizes=[image.shape[:2] for image in images], label_ids_to_fuse=stuff_labels)
-        converted = []
-        for result in results:
-            segmentation = result["segmentation"].to(self.device, torch.int64)
-            ids = torch.full_like(segmentation, VOID)
-            segments = []
-            for new_id, info in enumerate(result["segments_info"], start=1):
-                ids[segmentation == info["id"]] = new_id
-                segments.append(Segment(new_id, label_to_category[int(info["label_id"])]))
-            present = set(torch.unique(ids).tolist())
-            converted.append((ids, [s for s in segments if s.id in present]))
-        return converted
+            outputs, target_sizes=list(sizes), label_ids_to_fuse=stuff_labels)
+        return [coco_ids(result["segmentation"].to(self.device), result["segments_info"], label_to_category)
+                for result in results]
 
 
 def label_to_category(id2label: dict[int, str], categories: dict[int, dict]) -> dict[int, int]:

@@ -135,6 +135,7 @@ class SemanticMetric:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self._confusion = None
+        self._pending: list[tuple[str, object, object]] = []  # deferred range checks: (name, bad label, bad pred)
 
     @property
     def confusion(self):
@@ -142,9 +143,28 @@ class SemanticMetric:
             return np.zeros((self.num_classes, self.num_classes + 1), dtype=np.int64)
         return self._confusion
 
-    def update(self, prediction, label, name: str = "<image>") -> None:
-        """Add one image (or a batch) of class-index maps of equal shape."""
-        self.add(self.image_stats(prediction, label, name))
+    def update(self, prediction, label, name: str = "<image>", defer: bool = False) -> None:
+        """Add one image (or a batch) of class-index maps of equal shape.
+
+        ``defer``: the range checks of this image are read back at the next update (or at
+        ``compute``), so that a GPU is never waited for in between; an error still names the image.
+        """
+        self._check_pending(keep=1 if defer else 0)
+        self.add(self.image_stats(prediction, label, name, defer=defer))
+        if not defer:
+            self._check_pending(keep=0)
+
+    def _check_pending(self, keep: int) -> None:
+        while len(self._pending) > keep:
+            name, bad_label, bad_prediction = self._pending.pop(0)
+            self._raise_if_bad(bad_label, "label", name)
+            self._raise_if_bad(bad_prediction, "prediction", name)
+
+    def _raise_if_bad(self, bad, what: str, name: str) -> None:
+        if bad is not None and bool(bad.any()):
+            c, ignore = self.num_classes, self.ignore_index
+            raise LabelError(f"{name}: {what} value {_first(bad)} is outside [0, {c - 1}] and is not the ignore index "
+                             f"{ignore}; map it to a train id or to {ignore}")
 
     def add(self, confusion) -> None:
         if self._confusion is None:
@@ -152,7 +172,7 @@ class SemanticMetric:
         else:
             self._confusion += _Arrays(self._confusion).adopt(confusion)
 
-    def image_stats(self, prediction, label, name: str = "<image>"):
+    def image_stats(self, prediction, label, name: str = "<image>", defer: bool = False):
         """One image's confusion counts [C, C + 1], in the namespace (and on the device) of ``prediction``."""
         if tuple(prediction.shape) != tuple(label.shape):
             raise LabelError(f"{name}: prediction shape {tuple(prediction.shape)} != label shape "
@@ -160,7 +180,7 @@ class SemanticMetric:
         ops = _Arrays(prediction)
         label, prediction = ops.adopt(label).reshape(-1), prediction.reshape(-1)
         if self.num_classes <= 256 and 0 <= self.ignore_index < 256:
-            return self._byte_labels(ops, prediction, label, name)
+            return self._byte_labels(ops, prediction, label, name, defer)
         c = self.num_classes
         self._check_range(label, "label", name)
         self._check_range(prediction, "prediction", name)
@@ -179,7 +199,7 @@ class SemanticMetric:
                 f"not the ignore index {self.ignore_index}; map it to a train id or to {self.ignore_index}"
             )
 
-    def _byte_labels(self, ops: _Arrays, prediction, label, name: str):
+    def _byte_labels(self, ops: _Arrays, prediction, label, name: str, defer: bool = False):
         """Fast path: one 256 x 256 joint histogram; range checks read the histogram."""
         for values, what in ((label, "label"), (prediction, "prediction")):
             if not ops.is_byte(values) and values.shape[0]:  # uint8 (decoded PNGs) is in range
@@ -192,13 +212,12 @@ class SemanticMetric:
         outside = ops.new([True] * 256, "bool")
         outside[:c] = False
         outside[ignore] = False
-        for counts, what in ((joint.sum(1), "label"), (joint.sum(0), "prediction")):
-            bad = (counts > 0) & outside
-            if bad.any():
-                raise LabelError(
-                    f"{name}: {what} value {_first(bad)} is outside [0, {c - 1}] and is not the "
-                    f"ignore index {ignore}; map it to a train id or to {ignore}"
-                )
+        bad_label, bad_prediction = (joint.sum(1) > 0) & outside, (joint.sum(0) > 0) & outside
+        if defer:
+            self._pending.append((name, bad_label, bad_prediction))
+        else:
+            self._raise_if_bad(bad_label, "label", name)
+            self._raise_if_bad(bad_prediction, "prediction", name)
         confusion = ops.zeros((c, c + 1), "int64")
         confusion[:, :c] = joint[:c, :c]
         confusion[:, c] = joint[:c, ignore]
@@ -206,9 +225,11 @@ class SemanticMetric:
 
     def reduce(self, device="cpu") -> None:
         """Sum the state over torch.distributed ranks (``device``: where the collective runs)."""
+        self._check_pending(keep=0)
         (self._confusion,) = _reduce([self.confusion], device)
 
     def compute(self, class_names: Sequence[str] | None = None) -> dict:
+        self._check_pending(keep=0)
         confusion = _to_numpy(self.confusion).astype(np.float64)
         intersect = confusion.diagonal()
         area_label = confusion.sum(1)

@@ -12,8 +12,11 @@ import json
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 from tqdm import tqdm
@@ -23,23 +26,34 @@ from layerseg_merge.eval.metrics import PanopticMetric, Segment, SemanticMetric
 
 
 def _parallel(function: Callable, items: list, workers: int, progress: bool) -> Iterator:
-    """``function`` over ``items`` in ``workers`` processes (in order; 0 = in this process)."""
+    """``function`` over ``items`` in ``workers`` processes, in order (0: in this process).
+
+    At most two tasks per worker are in flight; on an error the pending ones are cancelled
+    and the running ones finish before the error is raised (no terminate(), which can hang).
+    """
     bar = tqdm(total=len(items), desc="score", unit="img", disable=not progress)
     try:
         if workers <= 0 or len(items) < 2:
-            results: Iterable = map(function, items)
-            pool = None
-        else:
-            method = "fork" if sys.platform.startswith("linux") else "spawn"
-            pool = multiprocessing.get_context(method).Pool(min(workers, len(items)))
-            results = pool.imap(function, items, chunksize=1)
-        try:
-            for result in results:
+            for item in items:
+                result = function(item)
                 bar.update()
                 yield result
-        finally:
-            if pool is not None:
-                pool.terminate()
+            return
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        count = min(workers, len(items))
+        with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context(method)) as pool:
+            remaining = iter(items)
+            pending = deque(pool.submit(function, item) for item in islice(remaining, 2 * count))
+            try:
+                while pending:
+                    result = pending.popleft().result()
+                    pending.extend(pool.submit(function, item) for item in islice(remaining, 1))
+                    bar.update()
+                    yield result
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
     finally:
         bar.close()
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layerseg_merge.eval.sliding import stitch, windows
+
 
 class ConvModule(nn.Sequential):
     """mmcv's ConvModule as these heads use it: conv (no bias) -> BatchNorm -> ReLU."""
@@ -92,30 +94,6 @@ class HRDAHead(nn.Module):
         super().__init__()
         self.head = DAFormerHead(in_channels, channels, num_classes, "aspp", dilations)
         self.scale_attention = DAFormerHead(in_channels, channels, num_classes, "conv1")
-
-
-def window_starts(size: int, crop: int, stride: int) -> list[int]:
-    """mmseg's sliding-window grid along one axis: windows of ``crop`` every ``stride``, the last one clamped."""
-    count = max(size - crop + stride - 1, 0) // stride + 1
-    return [max(min(i * stride, size - crop), 0) for i in range(count)]
-
-
-def windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
-    return [(y, x, min(y + crop, height), min(x + crop, width))
-            for y in window_starts(height, crop, stride) for x in window_starts(width, crop, stride)]
-
-
-def stitch(pieces: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, int],
-           scale: int = 1) -> torch.Tensor:
-    """Average overlapping window logits (N*B, K, h, w) into (B, K, H/scale, W/scale)."""
-    batch = pieces.shape[0] // len(boxes)
-    total = pieces.new_zeros(batch, pieces.shape[1], size[0] // scale, size[1] // scale)
-    count = pieces.new_zeros(1, 1, size[0] // scale, size[1] // scale)
-    for index, (y1, x1, y2, x2) in enumerate(boxes):
-        y1, x1, y2, x2 = y1 // scale, x1 // scale, y2 // scale, x2 // scale
-        total[:, :, y1:y2, x1:x2] += pieces[index * batch:(index + 1) * batch]
-        count[:, :, y1:y2, x1:x2] += 1
-    return total / count
 
 
 class MmsegSegmenter(nn.Module):

@@ -193,6 +193,25 @@ def line(name: str, value: float, limit: float | None = None, extra: str = "") -
     print(f"  {name:52s} {value:7.2f} img/s{share}{extra}", flush=True)
 
 
+def semantic_section(segformer: Path, folder: str, device: torch.device, preset: dict, batch: int,
+                     amp: str) -> dict:
+    """The forward-only limit and evaluate() with either preprocessing, for the semantic SegFormer."""
+    if device.type == "cpu" and amp == "bf16":
+        amp, batch = "off", 2
+    workers = preset["workers"]
+    print(f"SegFormer-{preset['backbone'].upper()} semantic, {amp}, batch {batch}, {workers} workers:")
+    limit = forward_limit(segformer, device, batch, amp, preset["processor_size"], preset["size"], False, 8)
+    fast = run_eval(segformer, folder, device, batch_size=batch, amp=amp, workers=workers)
+    slow = run_eval(segformer, folder, device, batch_size=batch, amp=amp, workers=workers, preprocess="processor")
+    line("forward-only limit", limit)
+    line("evaluate(), device preprocessing", throughput(fast), limit,
+         f"; start-up {fast['timing']['startup_seconds']:.1f} s")
+    line("evaluate(), processor on the CPU (the previous path)", throughput(slow), limit)
+    print(f"  mIoU fast {100 * fast['mIoU']:.3f} vs processor {100 * slow['mIoU']:.3f}")
+    return {"limit": limit, "fast": throughput(fast), "processor": throughput(slow), "miou_fast": fast["mIoU"],
+            "miou_processor": slow["mIoU"], "amp": amp, "batch": batch}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -218,23 +237,8 @@ def main() -> None:
         segformer = build_segformer(root / "segformer", preset["backbone"], preset["processor_size"])
         workers = preset["workers"]
         label_size = preset["size"]
-        for name, batch, amp in (("semantic", 4, "bf16"),):
-            if name not in sections:
-                continue
-            if device.type == "cpu" and amp == "bf16":
-                amp, batch = "off", 2
-            print(f"SegFormer-{preset['backbone'].upper()} semantic, {amp}, batch {batch}, {workers} workers:")
-            limit = forward_limit(segformer, device, batch, amp, preset["processor_size"], label_size, False, 8)
-            fast = run_eval(segformer, folder, device, batch_size=batch, amp=amp, workers=workers)
-            slow = run_eval(segformer, folder, device, batch_size=batch, amp=amp, workers=workers,
-                            preprocess="processor")
-            line("forward-only limit", limit)
-            line("evaluate(), device preprocessing", throughput(fast), limit,
-                 f"; start-up {fast['timing']['startup_seconds']:.1f} s")
-            line("evaluate(), processor on the CPU (the previous path)", throughput(slow), limit)
-            print(f"  mIoU fast {100 * fast['mIoU']:.3f} vs processor {100 * slow['mIoU']:.3f}")
-            figures[name] = {"limit": limit, "fast": throughput(fast), "processor": throughput(slow),
-                             "miou_fast": fast["mIoU"], "miou_processor": slow["mIoU"]}
+        if "semantic" in sections:
+            figures["semantic"] = semantic_section(segformer, folder, device, preset, 4, "bf16")
         if "panoptic" in sections:
             mask2former = build_mask2former(root / "mask2former", preset["panoptic"], preset["size"])
             amp, batch = ("bf16", 2) if device.type == "cuda" else ("off", 2)
@@ -269,23 +273,8 @@ def main() -> None:
                   f"{100 * single['mIoU']:.3f}")
             figures["slide"] = {"batched": throughput(batched), "single": throughput(single),
                                 "miou_batched": batched["mIoU"], "miou_single": single["mIoU"]}
-        for name, batch, amp in (("fp32", 1, "off"),):
-            if name not in sections:
-                continue
-            if device.type == "cpu" and amp == "bf16":
-                amp, batch = "off", 2
-            print(f"SegFormer-{preset['backbone'].upper()} semantic, {amp}, batch {batch}, {workers} workers:")
-            limit = forward_limit(segformer, device, batch, amp, preset["processor_size"], label_size, False, 8)
-            fast = run_eval(segformer, folder, device, batch_size=batch, amp=amp, workers=workers)
-            slow = run_eval(segformer, folder, device, batch_size=batch, amp=amp, workers=workers,
-                            preprocess="processor")
-            line("forward-only limit", limit)
-            line("evaluate(), device preprocessing", throughput(fast), limit,
-                 f"; start-up {fast['timing']['startup_seconds']:.1f} s")
-            line("evaluate(), processor on the CPU (the previous path)", throughput(slow), limit)
-            print(f"  mIoU fast {100 * fast['mIoU']:.3f} vs processor {100 * slow['mIoU']:.3f}")
-            figures[name] = {"limit": limit, "fast": throughput(fast), "processor": throughput(slow),
-                             "miou_fast": fast["mIoU"], "miou_processor": slow["mIoU"]}
+        if "fp32" in sections:
+            figures["fp32"] = semantic_section(segformer, folder, device, preset, 1, "off")
         if "compile" in sections and device.type == "cuda":
             print(f"SegFormer-{preset['backbone'].upper()} --compile, bf16, batch 4:")
             options = dict(amp="bf16", workers=workers, batch_size=4, progress=False)

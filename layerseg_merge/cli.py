@@ -25,6 +25,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("layerseg_merge.demo", "demo",
              "Merge the miniature UDA models with mergekit and compare singles, uniform and layerwise_seg."),
     "selftest": ("layerseg_merge.cli", "selftest", "Run the test suite shipped with the package (pytest)."),
+    "analyze": ("layerseg_merge.tools_cli", "analyze_command",
+                "Per layer, how far MODELS are from the anchor and from their mean (relative L2, cosine)."),
+    "sweep": ("layerseg_merge.tools_cli", "sweep_command",
+              "Choose the anchor and schedule of RECIPE on a validation split; write the best recipe."),
+    "recalibrate": ("layerseg_merge.tools_cli", "recalibrate_command",
+                    "Re-estimate MODEL's BatchNorm statistics on target images; every other tensor stays "
+                    "bit-identical."),
     "import": ("layerseg_merge.formats_cli", "import_group", "Import checkpoints of other toolkits as model "
                "directories."),
     "export": ("layerseg_merge.formats_cli", "export_group", "Export model directories to other toolkits' "

@@ -37,8 +37,12 @@ def _check_device(merge_options) -> None:
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it holds a previous model output.")
+@click.option("--recalibrate", "recalibrate_data", default=None, metavar="KIND:PATH",
+              help="re-estimate the merge's BatchNorm statistics on these target images (labels unused)")
+@click.option("--recalibrate-images", type=click.IntRange(min=1), default=None, help="use the first N images")
 @add_merge_options
-def merge(merge_options, recipe: str, out: str, overwrite: bool) -> None:
+def merge(merge_options, recipe: str, out: str, overwrite: bool, recalibrate_data: str | None,
+          recalibrate_images: int | None) -> None:
     """Merge the models of RECIPE into OUT (takes every mergekit-yaml option).
 
     The result is written beside OUT and moved into place in one step only when
@@ -78,6 +82,13 @@ def merge(merge_options, recipe: str, out: str, overwrite: bool) -> None:
             run_merge(config, str(merged), options=merge_options, config_source=source)
             if config.merge_method == METHOD_NAME:
                 check_output_names(merged, anchor_dir)
+            if recalibrate_data:
+                from layerseg_merge.tools.recalibrate import recalibrate_directory
+
+                done = recalibrate_directory(merged, recalibrate_data, merged, staged.workdir("bn"),
+                                             images=recalibrate_images, device=str(merge_options.device or "auto"))
+                log("the merge has no BatchNorm layers: nothing to recalibrate" if done is None else
+                    f"BatchNorm statistics re-estimated on {done.images} images ({done.layers} layers)")
             if to_checkpoint:
                 import torch
 

@@ -40,6 +40,7 @@ from layerseg_merge.schedule import (
     check_unit_interval,
     coefficients,
 )
+from layerseg_merge.tensor_merge import merge_tensor
 
 SHARED_PARAMETERS = ("uniform_until", "anchor_max", "schedule", "heads", "buffers")
 PER_INPUT_PARAMETERS = ("weight",)
@@ -84,19 +85,9 @@ def model_layout(model: Hashable) -> ModelLayout:
     return layout_of(resolve_model_path(model.model.path, model.model.revision))
 
 
-def _running_mean_of(model: ModelReference, variance_name: str, device: torch.device,
-                     dtype: torch.dtype) -> torch.Tensor:
+def _running_mean_of(model: ModelReference, variance_name: str) -> torch.Tensor:
     name = variance_name[: -len("running_var")] + "running_mean"
-    return LoaderCache().get(model).get_tensor(name, device="cpu").to(device, dtype)
-
-
-def _weighted_sum(tensors: Sequence[torch.Tensor], c: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
-    """sum_i c_i * t_i in ``dtype``, accumulated in place (one output buffer)."""
-    result = torch.zeros_like(tensors[0], dtype=dtype)
-    for tensor, coefficient in zip(tensors, c):
-        if coefficient:
-            result.add_(tensor.to(dtype), alpha=coefficient)
-    return result
+    return LoaderCache().get(model).get_tensor(name, device="cpu")
 
 
 def layerwise_seg_kernel(
@@ -125,20 +116,11 @@ def layerwise_seg_kernel(
     settings = ScheduleSettings(uniform_until, anchor_max, schedule, heads)
     c = coefficients([weight[e.id] for e in entries], anchor_index, info.role, info.depth, settings)
     USED_COEFFICIENTS[info.name] = (info.role, info.depth, {str(e.id): ci for e, ci in zip(entries, c)})
-    is_buffer = info.name.endswith(("running_mean", "running_var"))
-    out_dtype = group.base.tensor.dtype  # the common dtype mergekit promoted the inputs to
-    if is_buffer and buffers == "anchor":
-        return group.base.tensor
-    accumulate = torch.float64 if out_dtype == torch.float64 else torch.float32
-    merged = _weighted_sum([e.tensor for e in entries], c, accumulate)
-    if is_buffer and buffers == "pooled" and info.name.endswith("running_var"):
-        # Var of the mixture: sum c_i (var_i + (mu_i - mu)^2), mu = sum c_i mu_i.
-        device = group.base.tensor.device
-        means = [_running_mean_of(e.id, model_layout(e.id).counterpart(info).name, device, accumulate)
-                 for e in entries]
-        pooled_mean = _weighted_sum(means, c, accumulate)
-        merged += _weighted_sum([(m - pooled_mean) ** 2 for m in means], c, accumulate)
-    return merged.to(out_dtype)
+    means = None
+    if buffers == "pooled" and info.name.endswith("running_var"):
+        means = [_running_mean_of(e.id, model_layout(e.id).counterpart(info).name) for e in entries]
+    merged = merge_tensor([e.tensor for e in entries], c, anchor_index, info.name, buffers, means)
+    return merged.to(group.base.tensor.dtype)  # the common dtype mergekit promoted the inputs to
 
 
 class LayerwiseSegMerge(FunctionalGroupMergeMethod):

@@ -200,7 +200,7 @@ class StagedOutput:
         self._lock_fd: int | None = None
         self._created_parents: list[Path] = []
         self._committed = False
-        self._workdir: Path | None = None
+        self._workdirs: list[Path] = []
         self._signals = _terminate_as_exception()
 
     # -- names beside the target --------------------------------------------------------------
@@ -208,7 +208,7 @@ class StagedOutput:
         return self.target.parent / f".{self.target.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}"
 
     def _siblings(self, tag: str) -> list[Path]:
-        pattern = re.compile(rf"\.{re.escape(self.target.name)}\.{tag}-\d+-[0-9a-f]{{8}}(\.work)?")
+        pattern = re.compile(rf"\.{re.escape(self.target.name)}\.{tag}-\d+-[0-9a-f]{{8}}(\.\w+)?")
         with contextlib.suppress(FileNotFoundError):
             return sorted(self.target.parent / n for n in os.listdir(self.target.parent) if pattern.fullmatch(n))
         return []
@@ -230,16 +230,17 @@ class StagedOutput:
             raise
         return self
 
-    def workdir(self) -> Path:
+    def workdir(self, tag: str = "work") -> Path:
         """A scratch folder beside the target, removed on exit (e.g. a merge that is then exported to a file)."""
-        self._workdir = self.staging.with_name(self.staging.name + ".work")
-        os.mkdir(self._workdir, 0o777)
-        return self._workdir
+        folder = self.staging.with_name(f"{self.staging.name}.{tag}")
+        os.mkdir(folder, 0o777)
+        self._workdirs.append(folder)
+        return folder
 
     def __exit__(self, kind, error, traceback) -> None:
         try:
-            if self._workdir is not None:
-                _remove(self._workdir)
+            for folder in self._workdirs:
+                _remove(folder)
             if not self._committed:
                 _remove(self.staging)
         finally:

@@ -27,6 +27,16 @@ def segformers(tmp_path_factory) -> list[Path]:
     return paths
 
 
+@pytest.fixture()
+def inputs_untouched(segformers):
+    """Fails the test if any file of the shared tiny models changed (checksums before and after)."""
+    from helpers import tree_digest
+
+    before = tree_digest(*segformers)
+    yield
+    assert tree_digest(*segformers) == before
+
+
 def run_in_process(recipe: Path, out: Path, **options) -> Path:
     """Run a recipe through mergekit's own Python API (run_merge)."""
     import yaml

@@ -122,3 +122,17 @@ def forward_order(model: torch.nn.Module, inputs: dict) -> dict[str, int]:
         if module_name in order:
             result[name] = order[module_name]
     return result
+
+
+def panoptic_mask2former(path, categories, processor_size: dict, seed: int = 0):
+    """A tiny Mask2Former saved with the label names of ``categories`` and an image processor."""
+    from transformers import Mask2FormerImageProcessor
+
+    torch.manual_seed(seed)
+    model = mask2former()
+    model.config.id2label = {i: c["name"] for i, c in enumerate(categories)}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    model.config.num_labels = len(categories)
+    type(model)(model.config).save_pretrained(path)
+    Mask2FormerImageProcessor(size=processor_size, do_reduce_labels=False).save_pretrained(path)
+    return path

@@ -13,12 +13,7 @@ from PIL import Image
 
 from layerseg_merge.cli import main
 
-
-@pytest.fixture(autouse=True)
-def inputs_untouched(segformers):
-    before = tree_digest(*segformers)
-    yield
-    assert tree_digest(*segformers) == before
+pytestmark = pytest.mark.usefixtures("inputs_untouched")  # every test: inputs untouched
 
 
 def run(*args):

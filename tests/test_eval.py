@@ -81,23 +81,9 @@ def test_sliding_window_eval_runs(tmp_path, segformer_dir):
 
 @pytest.fixture(scope="module")
 def mask2former_dir(tmp_path_factory):
-    import sys
-    from pathlib import Path
+    from hosts import panoptic_mask2former
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from hosts import mask2former
-    from transformers import Mask2FormerImageProcessor
-
-    path = tmp_path_factory.mktemp("mask2former")
-    torch.manual_seed(0)
-    model = mask2former()
-    model.config.id2label = {i: c["name"] for i, c in enumerate(CATEGORIES)}
-    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
-    model.config.num_labels = 4
-    model = type(model)(model.config)
-    model.save_pretrained(path)
-    Mask2FormerImageProcessor(size={"height": 64, "width": 64}, do_reduce_labels=False).save_pretrained(path)
-    return path
+    return panoptic_mask2former(tmp_path_factory.mktemp("mask2former"), CATEGORIES, {"height": 64, "width": 64})
 
 
 def test_panoptic_eval_equals_direct_computation(tmp_path, mask2former_dir):

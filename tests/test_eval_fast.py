@@ -81,19 +81,10 @@ def test_fast_path_equals_processor_path_on_the_demo_split(model):
 
 @pytest.fixture(scope="module")
 def mask2former_dir(tmp_path_factory):
-    from hosts import mask2former
-    from transformers import Mask2FormerImageProcessor
+    from hosts import panoptic_mask2former
 
-    path = tmp_path_factory.mktemp("mask2former")
-    torch.manual_seed(1)
-    model = mask2former()
-    model.config.id2label = {i: c["name"] for i, c in enumerate(CATEGORIES)}
-    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
-    model.config.num_labels = 4
-    type(model)(model.config).save_pretrained(path)
-    Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128}, do_reduce_labels=False).save_pretrained(
-        path)
-    return path
+    return panoptic_mask2former(tmp_path_factory.mktemp("mask2former"), CATEGORIES,
+                                {"shortest_edge": 64, "longest_edge": 128}, seed=1)
 
 
 def test_fast_path_equals_processor_path_for_a_universal_model(tmp_path, mask2former_dir):

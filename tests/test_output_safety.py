@@ -15,13 +15,6 @@ from layerseg_merge.cli import main
 from layerseg_merge.output import OutputError, StagedOutput
 
 
-@pytest.fixture()
-def inputs_untouched(segformers):
-    before = tree_digest(*segformers)
-    yield
-    assert tree_digest(*segformers) == before
-
-
 def merge(*args):
     return CliRunner().invoke(main, ["merge", *map(str, args)])
 

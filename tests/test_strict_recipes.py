@@ -13,12 +13,7 @@ from safetensors.torch import save_file
 from layerseg_merge.cli import main
 from layerseg_merge.method import RecipeError
 
-
-@pytest.fixture(autouse=True)
-def inputs_untouched(segformers):
-    before = tree_digest(*segformers)
-    yield
-    assert tree_digest(*segformers) == before
+pytestmark = pytest.mark.usefixtures("inputs_untouched")  # every test: inputs untouched
 
 
 def merge(*args):

@@ -217,8 +217,12 @@ def save(model, path: Path, panoptic: bool = False) -> None:
     processor().save_pretrained(path)
 
 
+VAL_OFFSET = 700_000  # the target validation split: the same for every seed, disjoint from test and training
+TEST_OFFSET = 900_000  # the target test split: the same for every seed
+
+
 def write_test_split(root: Path, count: int, offset: int) -> None:
-    """Target test images: semantic folder layout and COCO panoptic (category id = class index + 1)."""
+    """Target images (a test or validation split): semantic folder layout and COCO panoptic (id = class + 1)."""
     images_dir, labels_dir, pan_dir = root / "images", root / "labels", root / "panoptic"
     for folder in (images_dir, labels_dir, pan_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -247,6 +251,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-images", type=int, default=48)
+    parser.add_argument("--val-images", type=int, default=48, help="target validation split (for layerseg sweep)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count (tests use less)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -258,8 +263,7 @@ def main(argv=None) -> dict:
     pool = max(32, int(1500 * min(args.scale, 1.0)))
     source, source2 = Pool("source", pool, base), Pool("source2", pool, base + 20_000)
     target = Pool("target", pool * 2 // 3, base + 40_000)
-    test_offset = 900_000  # the test split is the same for every seed
-    test = Pool("target", args.test_images, test_offset)
+    test = Pool("target", args.test_images, TEST_OFFSET)
     models = args.out / "models"
     log = {}
 
@@ -291,7 +295,8 @@ def main(argv=None) -> dict:
     panoptic = train_panoptic(panoptic, source, steps["panoptic"], g)
     save(panoptic, models / "panoptic", panoptic=True)
     report("panoptic", panoptic)
-    write_test_split(args.out / "target_test", args.test_images, test_offset)
+    write_test_split(args.out / "target_test", args.test_images, TEST_OFFSET)
+    write_test_split(args.out / "target_val", args.val_images, VAL_OFFSET)
     (args.out / "train_log.json").write_text(json.dumps({"seed": args.seed, "steps": steps,
                                                          "target_mIoU": log}, indent=2))
     return log

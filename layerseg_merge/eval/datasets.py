@@ -74,6 +74,33 @@ class SemanticDataset(torch.utils.data.Dataset):
         return {"name": name, "image": image, "label": label_tensor(label)}
 
 
+class ImageDataset(torch.utils.data.Dataset):
+    """Unlabelled images (for BatchNorm recalibration and label-free ranking)."""
+
+    task = "images"
+
+    def __init__(self, images: list[tuple[str, Path]]):
+        if not images:
+            raise DatasetError("no images found")
+        self.images, self.class_names = images, None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        name, path = self.images[index]
+        return {"name": name, "image": read_image(path, "RGB")}
+
+
+def image_folder(root: Path) -> ImageDataset:
+    """Every image under ``root`` (or ``root/images`` when there is one), recursively."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder of images")
+    base = root / "images" if (root / "images").is_dir() else root
+    return ImageDataset([(str(p.relative_to(base)), p) for p in sorted(base.rglob("*"))
+                         if p.suffix.lower() in IMAGE_SUFFIXES])
+
+
 class PanopticDataset(torch.utils.data.Dataset):
     """Images with COCO panoptic ground truth (PNG ids + JSON segments)."""
 
@@ -170,8 +197,20 @@ def cityscapes_dataset(root: Path, split: str, task: str):
 
 
 def open_dataset(spec: str, split: str = "val", task: str = "semantic"):
-    """``cityscapes:ROOT``, ``coco-panoptic:IMAGES,JSON,PNG_DIR`` or ``folder:ROOT``."""
+    """``cityscapes:ROOT``, ``coco-panoptic:IMAGES,JSON,PNG_DIR``, ``folder:ROOT`` or ``images:ROOT``.
+
+    ``task="images"`` gives the images of any of them without labels (``images:ROOT`` needs none).
+    """
     kind, _, path = spec.partition(":")
+    if task == "images":
+        if kind == "images":
+            return image_folder(Path(path))
+        labelled = open_dataset(spec, split, "panoptic" if kind == "coco-panoptic" else "semantic")
+        items = labelled.pairs if isinstance(labelled, SemanticDataset) else [
+            (name, entry.image) for name, entry in labelled.entries]
+        return ImageDataset([(item[0], item[1]) for item in items])
+    if kind == "images":
+        raise DatasetError("images:ROOT has no labels; it serves recalibration and --unsupervised only")
     if kind == "folder":
         if task != "semantic":
             raise DatasetError("folder datasets are semantic; use coco-panoptic for panoptic data")
@@ -184,7 +223,7 @@ def open_dataset(spec: str, split: str = "val", task: str = "semantic"):
             raise DatasetError("coco-panoptic needs IMAGES,JSON,PNG_DIR (comma-separated)")
         return load_coco_panoptic(*(Path(p) for p in parts))
     raise DatasetError(f"unknown dataset kind {kind!r}; use cityscapes:ROOT, "
-                       "coco-panoptic:IMAGES,JSON,PNG_DIR or folder:ROOT")
+                       "coco-panoptic:IMAGES,JSON,PNG_DIR, folder:ROOT or images:ROOT")
 
 
 @dataclass(frozen=True)
@@ -248,7 +287,7 @@ def collate_batch(samples: list) -> dict:
     }
     if "label" in samples[0]:
         batch["labels"] = _stack([s["label"] for s in samples])
-    else:
+    elif "panoptic" in samples[0]:
         batch["panoptic"] = _stack([s["panoptic"] for s in samples])
         batch["segments"] = [s["segments"] for s in samples]
     return batch

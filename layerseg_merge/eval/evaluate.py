@@ -92,8 +92,11 @@ def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "
              device: str = "auto", batch_size: int = 4, amp: str = "off",
              slide: tuple[int, int] | None = None, workers: int = 2, ignore_index: int = 255,
              progress: bool = True, limit: int | None = None, preprocess: str = "auto",
-             compile: bool = False) -> dict:
-    """Score ``model_dir`` on ``data``; returns the DESIGN.md §5 report (plus ``timing``)."""
+             compile: bool = False, tensors: dict | None = None) -> dict:
+    """Score ``model_dir`` on ``data``; returns the DESIGN.md §5 report (plus ``timing``).
+
+    ``tensors``: weights to score instead of the directory's (an in-memory merge).
+    """
     dataset = open_dataset(data, split, task)
     if limit is not None:
         dataset = _first(dataset, limit)
@@ -104,7 +107,7 @@ def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "
         torch.cuda.set_device(local)
         chosen = torch.device("cuda", local)
     segmenter = Segmenter(model_dir, device=str(chosen), amp=amp, slide=slide, preprocess=preprocess,
-                          compile=compile, crops_per_forward=batch_size)
+                          compile=compile, crops_per_forward=batch_size, tensors=tensors)
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
     cuda = segmenter.device.type == "cuda"
     loader = torch.utils.data.DataLoader(

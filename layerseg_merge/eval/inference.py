@@ -46,6 +46,19 @@ def pick_device(device: str = "auto") -> torch.device:
     return chosen
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' load reports (unexpected keys of an imported head, say) are noise for repeated loads."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def autocast(device: torch.device, amp: str):
     if amp == "off":
         return contextlib.nullcontext()
@@ -112,7 +125,8 @@ class Segmenter:
 
     def __init__(self, model_dir: str | Path, device: str = "auto", amp: str = "off",
                  slide: tuple[int, int] | None = None, preprocess: str = "auto", compile: bool = False,
-                 crops_per_forward: int = 8):
+                 crops_per_forward: int = 8, tensors: dict[str, torch.Tensor] | None = None):
+        """``tensors``: weights to use instead of the directory's (file names; e.g. an in-memory merge)."""
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").exists():
             raise FileNotFoundError(f"{model_dir}: no config.json; pass a save_pretrained() directory")
@@ -127,10 +141,16 @@ class Segmenter:
             if imported.get("kind") == "hrda" and slide is not None:
                 raise ValueError(f"{model_dir}: HRDA/MIC models slide as their config says (layerseg_mmseg.inference "
                                  "in config.json); drop --slide")
-            self.model = load_mmseg_model(model_dir, imported).to(self.device)
+            self.model = load_mmseg_model(model_dir, imported, tensors).to(self.device)
         else:
             loader = AutoModelForUniversalSegmentation if self.universal else AutoModelForSemanticSegmentation
-            self.model = loader.from_pretrained(model_dir).to(self.device).eval()
+            if tensors is None:
+                self.model = loader.from_pretrained(model_dir)
+            else:
+                model_class = loader._model_mapping[type(config)]  # the Auto classes take no state dict alone
+                with quiet_transformers():
+                    self.model = model_class.from_pretrained(None, config=config, state_dict=tensors)
+            self.model = self.model.to(self.device).eval()
             if imported:  # an mmseg SegFormer: its MiT's original LayerNorm eps
                 from layerseg_merge.formats.mmseg_model import set_mit_layer_norm_eps
 

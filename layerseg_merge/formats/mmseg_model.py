@@ -159,8 +159,11 @@ def set_mit_layer_norm_eps(encoder: nn.Module, eps: float = 1e-6) -> None:
             module.eps = eps
 
 
-def load_mmseg_model(model_dir: str | Path, settings: dict) -> nn.Module:
-    """The runnable model of an imported directory (DAFormer or HRDA/MIC; SegFormer loads with transformers)."""
+def load_mmseg_model(model_dir: str | Path, settings: dict, tensors: dict | None = None) -> nn.Module:
+    """The runnable model of an imported directory (DAFormer or HRDA/MIC; SegFormer loads with transformers).
+
+    ``tensors`` replaces the directory's weights (file names), e.g. an in-memory merge.
+    """
     from safetensors.torch import load_file
     from transformers import AutoConfig, SegformerModel
     from transformers.utils import logging as hf_logging
@@ -173,17 +176,18 @@ def load_mmseg_model(model_dir: str | Path, settings: dict) -> nn.Module:
     if settings["kind"] not in ("daformer", "hrda"):
         raise ValueError(f"{model_dir}: unknown imported kind {settings['kind']!r}")
     config = AutoConfig.from_pretrained(model_dir)
+    if tensors is None:
+        tensors = {}
+        for file in weight_files(model_dir):
+            tensors.update(load_file(file))
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the heads' tensors are "unexpected" for the encoder alone
     try:
-        encoder = SegformerModel.from_pretrained(model_dir)
+        encoder = SegformerModel.from_pretrained(None, config=config, state_dict=tensors)
     finally:
         hf_logging.set_verbosity(verbosity)
     set_mit_layer_norm_eps(encoder)
     model = MmsegSegmenter(encoder, settings, config)
-    tensors = {}
-    for file in weight_files(model_dir):
-        tensors.update(load_file(file))
     head = {k[len("decode_head."):]: v for k, v in tensors.items() if k.startswith("decode_head.")}
     model.decode_head.load_state_dict(head, strict=True)
     return model.eval()

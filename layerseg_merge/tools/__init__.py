@@ -1,0 +1,1 @@
+"""Tools that tell whether and how merging helps: analyze, sweep, recalibrate."""

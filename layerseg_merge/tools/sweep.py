@@ -1,0 +1,259 @@
+"""Choose a recipe on a validation split: a grid over the anchor, ``uniform_until``, ``anchor_max`` and ``schedule``.
+
+The inputs are loaded once; each candidate is merged in memory (:mod:`layerseg_merge.tools.in_memory`,
+the same tensors ``layerseg merge`` writes) and scored on the split given, with labels (mIoU or PQ)
+or, with ``unsupervised``, by the label-free heuristic of :mod:`layerseg_merge.tools.unsupervised`.
+Only the data named is read: choose a validation split that is not your test split.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from layerseg_merge.schedule import BUFFER_POLICIES, HEAD_POLICIES, SHAPES, ScheduleSettings
+from layerseg_merge.tools.in_memory import Candidate, LoadedInputs
+
+DEFAULT_GRID = {"uniform_until": [0.0, 0.25, 0.5, 0.75, 1.0], "anchor_max": [0.5, 0.75, 1.0],
+                "schedule": list(SHAPES)}
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run as asked."""
+
+
+def parse_grid(options: Sequence[str], models: Sequence[str]) -> tuple[dict, list[int]]:
+    """``KEY=V1,V2`` options -> the grid and the anchors (indices into ``models``; ``anchor=all`` by default)."""
+    grid = {key: list(values) for key, values in DEFAULT_GRID.items()}
+    anchors = list(range(len(models)))
+    for option in options:
+        key, _, values = option.partition("=")
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not items:
+            raise SweepError(f"--grid {option!r}: give KEY=V1,V2,...")
+        if key in ("uniform_until", "anchor_max"):
+            try:
+                numbers = [float(v) for v in items]
+            except ValueError as error:
+                raise SweepError(f"--grid {key}: numbers in [0, 1] please, not {values!r}") from error
+            if not all(0 <= v <= 1 for v in numbers):
+                raise SweepError(f"--grid {key}: values must lie in [0, 1]; got {values}")
+            grid[key] = numbers
+        elif key == "schedule":
+            unknown = [v for v in items if v not in SHAPES]
+            if unknown:
+                raise SweepError(f"--grid schedule: unknown {unknown[0]!r}; use {', '.join(SHAPES)}")
+            grid[key] = items
+        elif key == "anchor":
+            if items == ["all"]:
+                continue
+            anchors = []
+            for item in items:
+                if item.isdigit() and int(item) < len(models):
+                    anchors.append(int(item))
+                elif item in models:
+                    anchors.append(list(models).index(item))
+                else:
+                    raise SweepError(f"--grid anchor: {item!r} is neither a model of the recipe nor its index")
+        else:
+            raise SweepError(f"--grid: unknown key {key!r}; use uniform_until, anchor_max, schedule or anchor")
+    return grid, anchors
+
+
+def candidates(grid: dict, anchors: Sequence[int], heads: str, buffers: str) -> list[Candidate]:
+    """Every distinct candidate (with uniform_until 1 the schedule and anchor_max have no effect)."""
+    seen, out = set(), []
+    for anchor, until, top, shape in itertools.product(anchors, grid["uniform_until"], grid["anchor_max"],
+                                                       grid["schedule"]):
+        if until >= 1.0:
+            top, shape = 1.0, "linear"
+        candidate = Candidate(anchor, ScheduleSettings(until, top, shape, heads), buffers)
+        if candidate not in seen:
+            seen.add(candidate)
+            out.append(candidate)
+    return out
+
+
+def _scalar(parameters: dict | None, key: str, default, where: str):
+    value = (parameters or {}).get(key, default)
+    if isinstance(value, list | dict):
+        raise SweepError(f"{where}: the sweep needs a plain value for {key!r} (not a gradient or filter)")
+    return value
+
+
+@dataclass
+class Setup:
+    """What a sweep needs from a recipe: its models (recipe order), their strings, weights and fixed settings."""
+
+    raw: dict
+    models: list[str]
+    dirs: list[str]
+    weights: list[float]
+    heads: str
+    buffers: str
+    recipe_candidate: Candidate
+
+
+def read_recipe(path: str | Path, log: Callable[[str], None]) -> Setup:
+    import copy
+
+    import yaml
+
+    from layerseg_merge.method import METHOD_NAME
+    from layerseg_merge.recipe import load_recipe, model_directory
+
+    raw = yaml.safe_load(Path(path).read_text())
+    config, _ = load_recipe(path, import_checkpoints=True, log=log)
+    if config.merge_method != METHOD_NAME or not config.models:
+        raise SweepError(f"{path}: the sweep takes a layerwise_seg recipe with `models:`")
+    where = str(path)
+    dirs = [model_directory(m.model, where) for m in config.models]
+    weights = [float(_scalar(m.parameters, "weight", _scalar(config.parameters, "weight", 1.0, where), where))
+               for m in config.models]
+    heads = _scalar(config.parameters, "heads", "anchor", where)
+    buffers = _scalar(config.parameters, "buffers", "pooled", where)
+    if heads not in HEAD_POLICIES or buffers not in BUFFER_POLICIES:
+        raise SweepError(f"{where}: unknown heads {heads!r} or buffers {buffers!r}")
+    settings = ScheduleSettings(float(_scalar(config.parameters, "uniform_until", 0.5, where)),
+                                float(_scalar(config.parameters, "anchor_max", 1.0, where)),
+                                _scalar(config.parameters, "schedule", "linear", where), heads)
+    anchor = [m.model for m in config.models].index(config.base_model)
+    names = [entry["model"] if isinstance(entry, dict) else str(entry) for entry in raw["models"]]
+    return Setup(copy.deepcopy(raw), names, dirs, weights, heads, buffers, Candidate(anchor, settings, buffers))
+
+
+def run_sweep(setup: Setup, data: str, split: str = "val", metric: str = "mIoU", grid: dict | None = None,
+              anchors: Sequence[int] | None = None, budget: int | None = None, unsupervised: bool = False,
+              device: str = "auto", batch_size: int = 8, workers: int = 2, limit: int | None = None,
+              log: Callable[[str], None] = lambda message: None, progress: bool = True) -> dict:
+    """Score every candidate; return them (best first) with timings."""
+    from tqdm import tqdm
+
+    from layerseg_merge.eval.evaluate import evaluate
+    from layerseg_merge.eval.inference import Segmenter
+
+    if metric not in ("mIoU", "PQ"):
+        raise SweepError(f"--metric must be mIoU or PQ, not {metric!r}")
+    inputs = LoadedInputs(setup.dirs, setup.weights)
+    grid = grid or DEFAULT_GRID
+    anchors = list(anchors) if anchors is not None else list(range(len(setup.dirs)))
+    if metric == "PQ" and not unsupervised:
+        panoptic = [a for a in anchors if _panoptic_capable(setup.dirs[a])]
+        for skipped in sorted(set(anchors) - set(panoptic)):
+            log(f"anchor {setup.models[skipped]} skipped: it cannot produce panoptic output for PQ")
+        anchors = panoptic
+    for anchor in anchors:
+        inputs.check(anchor)
+    pool = candidates(grid, anchors, setup.heads, setup.buffers)
+    own = setup.recipe_candidate
+    pool = [own] + [c for c in pool if c != own]
+    if budget is not None and len(pool) > budget:
+        sampled = random.Random(0).sample(pool[1:], budget - 1)
+        pool = [own] + sorted(sampled, key=pool.index)
+        log(f"budget {budget}: the recipe's own setting and {budget - 1} candidates drawn at random (seed 0)")
+    task = "panoptic" if metric == "PQ" else "semantic"
+    ensemble = None
+    if unsupervised:
+        started = time.perf_counter()
+        ensemble = _ensemble(setup.dirs, data, split, device, batch_size, workers, limit)
+        log(f"ensemble of the {len(setup.dirs)} inputs on the unlabelled images: {time.perf_counter() - started:.1f} s")
+    rows = []
+    started = time.perf_counter()
+    for candidate in tqdm(pool, desc="sweep", unit="candidate", disable=not progress):
+        tensors = inputs.merge(candidate)
+        row = {"anchor": setup.models[candidate.anchor], "uniform_until": candidate.settings.uniform_until,
+               "anchor_max": candidate.settings.anchor_max, "schedule": candidate.settings.schedule,
+               "recipe": candidate == own}
+        if unsupervised:
+            from layerseg_merge.tools.unsupervised import label_free_score
+
+            segmenter = Segmenter(setup.dirs[candidate.anchor], device=device, tensors=tensors)
+            row |= label_free_score(segmenter, data, ensemble, split, batch_size, workers, limit)
+        else:
+            report = evaluate(setup.dirs[candidate.anchor], data, split=split, task=task, device=device,
+                              batch_size=batch_size, workers=workers, progress=False, limit=limit, tensors=tensors)
+            row["score"] = report["mIoU"] if task == "semantic" else report["All"]["pq"]
+        rows.append((candidate, row))
+    seconds = time.perf_counter() - started
+    ordered = sorted(rows, key=lambda item: -(item[1]["score"] if item[1]["score"] is not None else -1.0))
+    return {"metric": "label-free score (agreement - entropy)" if unsupervised else metric,
+            "unsupervised": unsupervised, "data": data, "split": split,
+            "seconds_per_candidate": seconds / max(len(rows), 1),
+            "best": ordered[0][0], "candidates": [row for _, row in ordered]}
+
+
+UNIVERSAL = ("Mask2FormerForUniversalSegmentation", "MaskFormerForInstanceSegmentation",
+             "OneFormerForUniversalSegmentation")
+
+
+def _panoptic_capable(model_dir: str) -> bool:
+    """A universal model or a center/offset head: the anchors that give PQ."""
+    import json
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    return bool(config.get("panoptic_head")) or (config.get("architectures") or [""])[0] in UNIVERSAL
+
+
+def _ensemble(dirs, data, split, device, batch_size, workers, limit):
+    from layerseg_merge.eval.inference import Segmenter
+    from layerseg_merge.tools.unsupervised import ensemble_maps
+
+    return ensemble_maps([Segmenter(d, device=device) for d in dirs], data, split, batch_size, workers, limit)
+
+
+def best_recipe(setup: Setup, candidate: Candidate) -> dict:
+    """The recipe with the chosen anchor and schedule (models, weights and the rest as written)."""
+    recipe = dict(setup.raw)
+    recipe["base_model"] = setup.models[candidate.anchor]
+    parameters = dict(recipe.get("parameters") or {})
+    parameters.update(uniform_until=candidate.settings.uniform_until, anchor_max=candidate.settings.anchor_max,
+                      schedule=candidate.settings.schedule)
+    recipe["parameters"] = parameters
+    return recipe
+
+
+def table(result: dict) -> str:
+    unsupervised = result["unsupervised"]
+    head = "| rank | anchor | uniform_until | anchor_max | schedule | " + (
+        "entropy | agreement | score |" if unsupervised else f"{result['metric']} |")
+    lines = [head, "| ---: | --- | ---: | ---: | --- |" + (" ---: |" * (3 if unsupervised else 1))]
+    for rank, row in enumerate(result["candidates"], start=1):
+        mark = " (recipe)" if row["recipe"] else ""
+        values = (f"{row['entropy']:.4f} | {row['agreement']:.4f} | {row['score']:.4f}" if unsupervised
+                  else (f"{100 * row['score']:.2f}" if row["score"] is not None else "n/a"))
+        lines.append(f"| {rank} | {Path(row['anchor']).name}{mark} | {row['uniform_until']:g} | "
+                     f"{row['anchor_max']:g} | {row['schedule']} | {values} |")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: str | Path) -> None:
+    """Every candidate's score against uniform_until; colour = anchor, marker = schedule."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    anchors = sorted({row["anchor"] for row in result["candidates"]})
+    markers = {"linear": "o", "cosine": "^", "step": "s"}
+    figure, axis = plt.subplots(figsize=(7, 3.8), dpi=100)
+    for row in result["candidates"]:
+        if row["score"] is None:
+            continue
+        color = f"C{anchors.index(row['anchor'])}"
+        size = 20 + 60 * row["anchor_max"]
+        axis.scatter(row["uniform_until"], row["score"], c=color, marker=markers[row["schedule"]], s=size,
+                     edgecolors="black" if row["recipe"] else "none", alpha=0.8)
+    for index, anchor in enumerate(anchors):
+        axis.scatter([], [], c=f"C{index}", label=f"anchor {Path(anchor).name}")
+    axis.set_xlabel("uniform_until (marker: o linear, ^ cosine, s step; size: anchor_max; outlined: the recipe)",
+                    fontsize=8)
+    axis.set_ylabel(result["metric"] if not result["unsupervised"] else "label-free score")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -1,0 +1,136 @@
+"""``layerseg analyze``, ``layerseg sweep`` and ``layerseg recalibrate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from layerseg_merge.errors import reported
+
+
+def _echo(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _data_paths(data: str) -> list[str]:
+    return [p for p in data.partition(":")[2].split(",") if p]
+
+
+@click.command("analyze")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--anchor", default=None, help="the model the others are compared with (default: the first)")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the per-layer figures as JSON")
+@click.option("--plot", type=click.Path(dir_okay=False), help="write a line plot over depth (PNG)")
+def analyze_command(models, anchor, device, out, plot) -> None:
+    """Per layer, how far MODELS are from the anchor and from their mean (relative L2, cosine).
+
+    Streams one tensor at a time, on every supported host and on imported mmseg models.
+    """
+    if len(models) < 2:
+        raise click.ClickException("analyze compares at least 2 models")
+    with reported("analyze"):
+        from layerseg_merge.output import check_writable_file
+        from layerseg_merge.tools.analyze import analyze, write_report
+        from layerseg_merge.tools.analyze import plot as draw
+
+        for path in (out, plot):
+            if path:
+                check_writable_file(path, models)
+        index = 0 if anchor is None else list(models).index(anchor) if anchor in models else None
+        if index is None:
+            raise click.ClickException(f"--anchor {anchor} is not one of the models")
+        report = analyze(models, index, device)
+        if out:
+            write_report(report, out)
+            _echo(f"report written to {out}")
+        if plot:
+            draw(report, plot)
+            _echo(f"plot written to {plot}")
+    click.echo(f"relative L2 distance to the anchor {report['anchor']} (cosine similarity), per backbone layer:")
+    others = [m for m in report["models"] if m != report["anchor"]]
+    for layer in report["layers"]:
+        where = f"depth {layer['depth']:.2f}" if layer["role"] == "backbone" else "heads     "
+        values = "  ".join(f"{Path(m).name}: {layer['to_anchor'][m]['relative_l2']:.4f} "
+                           f"({layer['to_anchor'][m]['cosine']:.4f})" for m in others if m in layer["to_anchor"])
+        click.echo(f"  {where}  {values}")
+
+
+@click.command("sweep")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", required=True, help="the VALIDATION data: KIND:PATH as for eval (images:ROOT with "
+              "--unsupervised)")
+@click.option("--split", default="val", show_default=True)
+@click.option("--grid", "grid_options", multiple=True,
+              help="KEY=V1,V2 (uniform_until, anchor_max, schedule, anchor=all|model|index); repeat for more keys")
+@click.option("--metric", type=click.Choice(["mIoU", "PQ"]), default="mIoU", show_default=True)
+@click.option("--budget", type=click.IntRange(min=1), default=None, help="score at most N candidates")
+@click.option("--unsupervised", is_flag=True, help="rank without labels (entropy, agreement with the ensemble)")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="folder for best_recipe.yaml, candidates.json / .md and candidates.png")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--limit", type=int, default=None, help="use only the first N images")
+@click.option("--overwrite", is_flag=True, help="replace OUT if it holds a previous sweep's output")
+def sweep_command(recipe, data, split, grid_options, metric, budget, unsupervised, out, device, batch_size, workers,
+                  limit, overwrite) -> None:
+    """Choose the anchor and schedule of RECIPE on a validation split; write the best recipe.
+
+    Candidates are merged in memory (inputs loaded once, nothing written per candidate).
+    """
+    with reported("sweep"):
+        import json
+
+        import yaml
+
+        from layerseg_merge.output import StagedOutput
+        from layerseg_merge.tools.sweep import best_recipe, parse_grid, plot, read_recipe, run_sweep, table
+
+        setup = read_recipe(recipe, _echo)
+        grid, anchors = parse_grid(grid_options, setup.models)
+        outputs = {"best_recipe.yaml", "candidates.json", "candidates.md", "candidates.png"}
+        with StagedOutput(out, "dir", overwrite=overwrite, inputs=[*setup.dirs, *_data_paths(data)], recipe=recipe,
+                          log=_echo, replaceable=lambda p: {e.name for e in p.iterdir()} <= outputs) as staged:
+            result = run_sweep(setup, data, split, metric, grid, anchors, budget, unsupervised, device, batch_size,
+                               workers, limit, _echo)
+            best = best_recipe(setup, result.pop("best"))
+            header = (f"# Chosen by `layerseg sweep` on {data} (split {split}) by {result['metric']}"
+                      f"{' — a label-free heuristic' if unsupervised else ''}; see candidates.md\n")
+            (staged.staging / "best_recipe.yaml").write_text(header + yaml.safe_dump(best, sort_keys=False))
+            (staged.staging / "candidates.json").write_text(json.dumps(result, indent=2) + "\n")
+            (staged.staging / "candidates.md").write_text(table(result) + "\n")
+            plot(result, staged.staging / "candidates.png")
+            staged.commit()
+    click.echo(table(result))
+    _echo(f"{len(result['candidates'])} candidates, {result['seconds_per_candidate']:.2f} s each; best recipe: "
+          f"{Path(out) / 'best_recipe.yaml'}")
+
+
+@click.command("recalibrate")
+@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, help="target images: KIND:PATH (labels are not used), e.g. images:ROOT")
+@click.option("--split", default="val", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--images", type=click.IntRange(min=1), default=None, help="use the first N images (default: all)")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", default=8, show_default=True, help="images per BatchNorm batch")
+@click.option("--workers", default=2, show_default=True)
+@click.option("--overwrite", is_flag=True, help="replace OUT if it holds a previous model output")
+def recalibrate_command(model, data, split, out, images, device, batch_size, workers, overwrite) -> None:
+    """Re-estimate MODEL's BatchNorm statistics on target images; every other tensor stays bit-identical."""
+    with reported("recalibration"):
+        from layerseg_merge.output import StagedOutput
+        from layerseg_merge.tools.recalibrate import recalibrate_directory
+
+        with StagedOutput(out, "dir", overwrite=overwrite, inputs=[model, *_data_paths(data)], log=_echo) as staged:
+            done = recalibrate_directory(model, data, staged.staging, staged.workdir(), split, images, device,
+                                         batch_size, workers)
+            if done is None:
+                click.echo(f"{model} has no BatchNorm layers: there is nothing to recalibrate; nothing was written",
+                           err=True)
+                return
+            staged.commit()
+    _echo(f"{done.layers} BatchNorm layers re-estimated on {done.images} images ({done.batches} batches); "
+          f"written to {out}")

@@ -62,8 +62,6 @@ class DevicePreprocessor:
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         batch, _, height, width = images.shape
         (new_h, new_w), (pad_h, pad_w) = self.geometry(height, width)
-        if not self.resize:
-            (new_h, new_w), (pad_h, pad_w) = (height, width), (height, width)
         x = images.float()
         if (new_h, new_w) != (height, width):
             if self.mode == "nearest":

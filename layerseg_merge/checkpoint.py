@@ -118,6 +118,19 @@ def read_tensor_headers(model_dir: str | Path) -> dict[str, TensorHeader]:
     return headers
 
 
+def load_tensors(model_dir: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a save_pretrained() directory (file names), from its safetensors weights."""
+    from safetensors.torch import load_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for path in weight_files(model_dir):
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"{path}: only safetensors weights can be read here; re-save the model with "
+                                  "save_pretrained()")
+        tensors.update(load_file(path))
+    return tensors
+
+
 def read_config(model_dir: str | Path) -> dict:
     """``config.json`` as a dict, with a message naming the file when it is missing or malformed."""
     path = Path(model_dir) / "config.json"

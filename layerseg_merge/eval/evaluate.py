@@ -81,6 +81,19 @@ def on_device(batches: Iterable[dict], device: torch.device, keys: tuple[str, ..
         yield upcoming
 
 
+def device_batches(dataset, device: torch.device, batch_size: int, workers: int,
+                   keys: tuple[str, ...]) -> Iterator[dict]:
+    """Batches of ``dataset`` decoded in ``workers`` processes, ``keys`` on ``device``; a sample that failed to
+    load raises its own error here."""
+    loader = torch.utils.data.DataLoader(
+        CarryErrors(dataset), batch_size=batch_size, collate_fn=collate_batch, num_workers=workers,
+        persistent_workers=False, pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
+    for batch in on_device(loader, device, keys):
+        if batch.get("failed") is not None:
+            batch["failed"].raise_error()
+        yield batch
+
+
 def _pad_batch(images, size: int):
     """Repeat the last image up to ``size`` (a compiled model sees one batch shape)."""
     if isinstance(images, torch.Tensor) and len(images) < size:
@@ -109,10 +122,6 @@ def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "
     segmenter = Segmenter(model_dir, device=str(chosen), amp=amp, slide=slide, preprocess=preprocess,
                           compile=compile, crops_per_forward=batch_size, tensors=tensors)
     shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
-    cuda = segmenter.device.type == "cuda"
-    loader = torch.utils.data.DataLoader(
-        CarryErrors(shard), batch_size=batch_size, collate_fn=collate_batch, num_workers=workers,
-        persistent_workers=False, pin_memory=cuda, prefetch_factor=4 if workers else None)
     if task == "semantic":
         num_classes = len(segmenter.id2label)
         metric = SemanticMetric(num_classes, ignore_index)
@@ -130,9 +139,7 @@ def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "
     first = None  # when the first batch arrived: throughput excludes the workers' start-up
     images = 0
     try:
-        for batch in on_device(loader, segmenter.device, keys):
-            if batch.get("failed") is not None:
-                batch["failed"].raise_error()
+        for batch in device_batches(shard, segmenter.device, batch_size, workers, keys):
             first = first or time.perf_counter()
             count, targets = len(batch["names"]), batch[target]
             pictures = _pad_batch(batch["images"], batch_size) if compile else batch["images"]

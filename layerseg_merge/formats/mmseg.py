@@ -371,20 +371,14 @@ def mmseg_settings(model_dir: str | Path) -> dict | None:
 
 def export_state(model_dir: str | Path) -> dict:
     """The mmseg checkpoint of an imported (or merged) directory: ``{meta, state_dict}`` with ``model.*`` keys."""
-    from safetensors.torch import load_file
-
-    from layerseg_merge.checkpoint import weight_files
+    from layerseg_merge.checkpoint import load_tensors
 
     model_dir = Path(model_dir)
     settings = mmseg_settings(model_dir)
     if settings is None:
         raise MmsegError(f"{model_dir}: not an imported mmseg model (config.json has no layerseg_mmseg); only "
                          "models imported with `layerseg import mmseg` (or merges anchored on one) can be exported")
-    tensors: OrderedDict = OrderedDict()
-    for file in weight_files(model_dir):
-        if file.suffix != ".safetensors":
-            raise MmsegError(f"{file}: export reads safetensors weights only")
-        tensors.update(load_file(file))
+    tensors = load_tensors(model_dir)
     if settings["kind"] == "segformer":
         tensors = _rename(tensors, _SEGFORMER_HEAD_BACK)
     original = transformers_to_mit(tensors)

@@ -164,11 +164,10 @@ def load_mmseg_model(model_dir: str | Path, settings: dict, tensors: dict | None
 
     ``tensors`` replaces the directory's weights (file names), e.g. an in-memory merge.
     """
-    from safetensors.torch import load_file
     from transformers import AutoConfig, SegformerModel
-    from transformers.utils import logging as hf_logging
 
-    from layerseg_merge.checkpoint import weight_files
+    from layerseg_merge.checkpoint import load_tensors
+    from layerseg_merge.eval.inference import quiet_transformers
 
     if settings["kind"] == "edaps":
         raise ValueError(f"{model_dir}: EDAPS (a Mask R-CNN panoptic model) can be merged and exported but not "
@@ -177,15 +176,9 @@ def load_mmseg_model(model_dir: str | Path, settings: dict, tensors: dict | None
         raise ValueError(f"{model_dir}: unknown imported kind {settings['kind']!r}")
     config = AutoConfig.from_pretrained(model_dir)
     if tensors is None:
-        tensors = {}
-        for file in weight_files(model_dir):
-            tensors.update(load_file(file))
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the heads' tensors are "unexpected" for the encoder alone
-    try:
+        tensors = load_tensors(model_dir)
+    with quiet_transformers():  # the heads' tensors are "unexpected" for the encoder alone
         encoder = SegformerModel.from_pretrained(None, config=config, state_dict=tensors)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     set_mit_layer_norm_eps(encoder)
     model = MmsegSegmenter(encoder, settings, config)
     head = {k[len("decode_head."):]: v for k, v in tensors.items() if k.startswith("decode_head.")}

@@ -14,21 +14,9 @@ from functools import reduce
 import torch
 
 from layerseg_merge.architectures.layout import IncompatibleModels, ModelLayout, check_compatible, layout_of
+from layerseg_merge.checkpoint import load_tensors
 from layerseg_merge.schedule import ScheduleSettings, coefficients
 from layerseg_merge.tensor_merge import merge_tensor
-
-
-def load_tensors(model_dir: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    from layerseg_merge.checkpoint import CheckpointError, weight_files
-
-    tensors: dict[str, torch.Tensor] = {}
-    for path in weight_files(model_dir):
-        if path.suffix != ".safetensors":
-            raise CheckpointError(f"{path}: in-memory merges read safetensors weights only; re-save the model")
-        tensors.update(load_file(path))
-    return tensors
 
 
 @dataclass(frozen=True)

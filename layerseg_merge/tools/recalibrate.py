@@ -50,8 +50,8 @@ def estimate(segmenter, data: str, split: str = "val", images: int | None = None
     """Recalibrate ``segmenter.model`` in place on up to ``images`` images of ``data``; None without BatchNorm."""
     from tqdm import tqdm
 
-    from layerseg_merge.eval.datasets import CarryErrors, collate_batch, open_dataset
-    from layerseg_merge.eval.evaluate import _first, on_device
+    from layerseg_merge.eval.datasets import open_dataset
+    from layerseg_merge.eval.evaluate import _first, device_batches
 
     layers = batchnorm_layers(segmenter.model)
     if not layers:
@@ -59,8 +59,6 @@ def estimate(segmenter, data: str, split: str = "val", images: int | None = None
     dataset = open_dataset(data, split, "images")
     if images is not None:
         dataset = _first(dataset, images)
-    loader = torch.utils.data.DataLoader(CarryErrors(dataset), batch_size=batch_size, collate_fn=collate_batch,
-                                         num_workers=workers, pin_memory=segmenter.device.type == "cuda")
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average over the batches seen
@@ -70,9 +68,7 @@ def estimate(segmenter, data: str, split: str = "val", images: int | None = None
     seen = batches = 0
     keys = ("images",) if segmenter.fast else ()
     with torch.no_grad(), tqdm(total=len(dataset), desc="recalibrate", unit="img", disable=not progress) as bar:
-        for batch in on_device(loader, segmenter.device, keys):
-            if batch.get("failed") is not None:
-                batch["failed"].raise_error()
+        for batch in device_batches(dataset, segmenter.device, batch_size, workers, keys):
             segmenter.model(**segmenter.inputs(batch["images"]))
             seen += len(batch["names"])
             batches += 1
@@ -87,8 +83,7 @@ def write_recalibrated(segmenter, model_dir: Path, out: Path, workdir: Path) -> 
 
     from safetensors.torch import save_file
 
-    from layerseg_merge.checkpoint import weight_files
-    from layerseg_merge.tools.in_memory import load_tensors
+    from layerseg_merge.checkpoint import load_tensors, weight_files
 
     statistics = _statistics(segmenter, model_dir, workdir)
     tensors = load_tensors(str(model_dir))

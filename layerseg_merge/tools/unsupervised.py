@@ -17,18 +17,13 @@ import torch
 
 
 def _batches(segmenter, data: str, split: str, batch_size: int, workers: int, limit: int | None) -> Iterator[dict]:
-    from layerseg_merge.eval.datasets import CarryErrors, collate_batch, open_dataset
-    from layerseg_merge.eval.evaluate import _first, on_device
+    from layerseg_merge.eval.datasets import open_dataset
+    from layerseg_merge.eval.evaluate import _first, device_batches
 
     dataset = open_dataset(data, split, "images")
     if limit is not None:
         dataset = _first(dataset, limit)
-    loader = torch.utils.data.DataLoader(CarryErrors(dataset), batch_size=batch_size, collate_fn=collate_batch,
-                                         num_workers=workers, pin_memory=segmenter.device.type == "cuda")
-    for batch in on_device(loader, segmenter.device, ("images",) if segmenter.fast else ()):
-        if batch.get("failed") is not None:
-            batch["failed"].raise_error()
-        yield batch
+    yield from device_batches(dataset, segmenter.device, batch_size, workers, ("images",) if segmenter.fast else ())
 
 
 def _probabilities(segmenter, images) -> torch.Tensor:

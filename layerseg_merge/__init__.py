@@ -32,6 +32,10 @@ def __getattr__(name: str):
         from layerseg_merge.method import layerwise_seg
 
         return layerwise_seg
+    if name in ("merge", "merge_in_memory"):  # need mergekit and torch: imported on first use
+        from layerseg_merge import api
+
+        return getattr(api, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -42,4 +46,4 @@ except ImportError:  # the start-up hook module is not installed: register eager
 else:
     when_mergekit_loads(register)
 
-__all__ = ["METHOD_NAME", "ScheduleSettings", "coefficients", "layerwise_seg", "register"]
+__all__ = ["METHOD_NAME", "ScheduleSettings", "coefficients", "layerwise_seg", "merge", "merge_in_memory", "register"]

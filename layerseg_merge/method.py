@@ -9,9 +9,13 @@ unsupported or incompatible models before anything is written.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Hashable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 import torch
@@ -29,7 +33,7 @@ from mergekit.merge_methods.easy_define import FunctionalGroupMergeMethod
 from pydantic import AfterValidator
 
 from layerseg_merge import METHOD_NAME
-from layerseg_merge.architectures.layout import IncompatibleModels, ModelLayout, check_compatible, layout_of
+from layerseg_merge.architectures.layout import ModelLayout, check_compatible, layout_of
 from layerseg_merge.hub import is_hub_id, is_offline, resolve_model_path
 from layerseg_merge.schedule import (
     BUFFER_POLICIES,
@@ -38,19 +42,13 @@ from layerseg_merge.schedule import (
     ScheduleSettings,
     check_choice,
     check_unit_interval,
-    coefficients,
 )
-from layerseg_merge.tensor_merge import merge_tensor
+from layerseg_merge.tensor_merge import cast_checked, merge_tensor, running_mean_name
+from layerseg_merge.tensor_plan import TensorPlan, plan_tensor
 
 SHARED_PARAMETERS = ("uniform_until", "anchor_max", "schedule", "heads", "buffers")
 PER_INPUT_PARAMETERS = ("weight",)
 LOG = logging.getLogger(__name__)
-
-
-# Coefficients the kernel used in the current merge, per output tensor: (role, depth, {model: c}).
-# Read by the model card (plot of the schedule actually used); reset when a merge is planned.
-USED_COEFFICIENTS: dict[str, tuple[str, float | None, dict[str, float]]] = {}
-_OUTPUT: dict[str, str] = {}
 
 
 class RecipeError(ValueError):
@@ -70,8 +68,8 @@ def _unit(name: str):
 
 
 def _non_negative(value: float) -> float:
-    if value < 0:
-        raise ValueError(f"layerwise_seg: weight must be >= 0; got {value}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"layerwise_seg: weight must be a finite number >= 0; got {value}")
     return value
 
 
@@ -86,8 +84,15 @@ def model_layout(model: Hashable) -> ModelLayout:
 
 
 def _running_mean_of(model: ModelReference, variance_name: str) -> torch.Tensor:
-    name = variance_name[: -len("running_var")] + "running_mean"
-    return LoaderCache().get(model).get_tensor(name, device="cpu")
+    return LoaderCache().get(model).get_tensor(running_mean_name(variance_name), device="cpu")
+
+
+def _check_finite(tensor: torch.Tensor, name: str, model) -> None:
+    if not torch.isfinite(tensor).all():
+        raise NonFiniteTensor(
+            f"tensor {name!r} of model {model} holds NaN or infinite values; layerwise_seg "
+            "does not merge them: fix or re-export that model, or leave it out of the recipe"
+        )
 
 
 def layerwise_seg_kernel(
@@ -99,28 +104,21 @@ def layerwise_seg_kernel(
     heads: _choice("heads", HEAD_POLICIES) = "anchor",
     buffers: _choice("buffers", BUFFER_POLICIES) = "pooled",
 ) -> torch.Tensor:
-    anchor = model_layout(group.base.id)
-    info = anchor.tensors[group.metadata.name]
-    # A head merges only with the inputs whose head lines up with it (the same host, or a shared head).
-    entries = [
-        e for e in group.entries
-        if info.role == "backbone" or e.is_base or model_layout(e.id).counterpart(info) is not None
-    ]
-    anchor_index = next(i for i, e in enumerate(entries) if e.is_base)
-    for entry in entries:
-        if not torch.isfinite(entry.tensor).all():
-            raise NonFiniteTensor(
-                f"tensor {info.name!r} of model {entry.id} holds NaN or infinite values; layerwise_seg "
-                "does not merge them: fix or re-export that model, or leave it out of the recipe"
-            )
+    entries = group.entries
     settings = ScheduleSettings(uniform_until, anchor_max, schedule, heads)
-    c = coefficients([weight[e.id] for e in entries], anchor_index, info.role, info.depth, settings)
-    USED_COEFFICIENTS[info.name] = (info.role, info.depth, {str(e.id): ci for e, ci in zip(entries, c)})
+    anchor = next(i for i, e in enumerate(entries) if e.is_base)
+    plan = plan_tensor([model_layout(e.id) for e in entries], anchor, group.metadata.name,
+                       [weight[e.id] for e in entries], settings)
+    members = [entries[i] for i in plan.members]
+    for entry, name in zip(members, plan.names):
+        _check_finite(entry.tensor, name, entry.id)
     means = None
-    if buffers == "pooled" and info.name.endswith("running_var"):
-        means = [_running_mean_of(e.id, model_layout(e.id).counterpart(info).name) for e in entries]
-    merged = merge_tensor([e.tensor for e in entries], c, anchor_index, info.name, buffers, means)
-    return merged.to(group.base.tensor.dtype)  # the common dtype mergekit promoted the inputs to
+    if buffers == "pooled" and plan.info.name.endswith("running_var"):
+        means = [_running_mean_of(e.id, name) for e, name in zip(members, plan.names)]
+    merged = merge_tensor([e.tensor for e in members], plan.coefficients, plan.anchor_position, plan.info.name,
+                          buffers, means)
+    # the common dtype mergekit promoted the inputs to
+    return cast_checked(merged, group.base.tensor.dtype, plan.info.name, "the dtype of the inputs as loaded")
 
 
 class LayerwiseSegMerge(FunctionalGroupMergeMethod):
@@ -168,38 +166,44 @@ _spec = merge_method(
 layerwise_seg = LayerwiseSegMerge(_spec, layerwise_seg_kernel)
 
 
-def _screen_inputs(task, tensors: dict) -> dict | torch.Tensor:
-    """What mergekit hands the kernel for one ``layerwise_seg`` tensor.
+def _task_parameters(task) -> dict:
+    return dict(getattr(task.parameters, "data", task.parameters))  # ImmutableMap or its immutables.Map
 
-    * Integer tensors (``num_batches_tracked``, index buffers) are the anchor's, with their
-      dtype: mergekit 0.1.5 copies a non-float tensor only when every input holds the same
-      value and fails otherwise, before any method sees it.
-    * With ``heads: anchor``, a head tensor whose shape differs from the anchor's (another
-      label set, a wider decoder) is left out: it would not be used anyway. Any other shape
-      mismatch is an error naming the tensor and the models.
+
+def plan_of_task(task) -> TensorPlan:
+    """The :func:`plan_tensor` of one planned mergekit tensor task (every input of the recipe, in order)."""
+    parameters = _task_parameters(task)
+    settings = ScheduleSettings(*(parameters.get(key, default) for key, default in (
+        ("uniform_until", 0.5), ("anchor_max", 1.0), ("schedule", "linear"), ("heads", "anchor"))))
+    models = task.model_order
+    weights = [float(getattr(task.input_parameters[m], "data", task.input_parameters[m]).get("weight", 1.0))
+               for m in models]
+    return plan_tensor([model_layout(m) for m in models], models.index(task.base_model), task.output_weight.name,
+                       weights, settings)
+
+
+def _screen_inputs(task, tensors: dict) -> dict | torch.Tensor:
+    """What mergekit hands the kernel for one ``layerwise_seg`` tensor: the members of its plan.
+
+    mergekit 0.1.5 refuses differing integer buffers and tensors of other shapes before any
+    method runs; :func:`plan_tensor` decides instead (integers and single members are the
+    anchor's tensor, returned as is; non-members are left out; real mismatches are refused).
     """
-    anchor = tensors.get(task.base_model)
-    if anchor is None:
+    if tensors.get(task.base_model) is None:
         return tensors
-    info = model_layout(task.base_model).tensors[task.output_weight.name]
-    if not info.dtype.is_floating_point:
-        if anchor.dtype == info.dtype:
+    plan = plan_of_task(task)
+    models = [task.model_order[i] for i in plan.members]
+    missing = [m for m in models if tensors.get(m) is None]
+    if missing:
+        raise RuntimeError(f"layerwise_seg: mergekit did not load {plan.names[models.index(missing[0])]!r} "
+                           f"from {missing[0]}; please report this as a bug")
+    if plan.is_copy:
+        anchor = tensors[task.base_model]
+        if plan.info.dtype.is_floating_point or anchor.dtype == plan.info.dtype:
             return anchor
         # a recipe `dtype:` made mergekit cast it (it can only keep int64 apart): read it as stored
-        return LoaderCache().get(task.base_model).get_tensor(info.name, device="cpu").to(anchor.device)
-    different = [model for model, tensor in tensors.items() if tensor.shape != anchor.shape]
-    if not different:
-        return tensors
-    parameters = getattr(task.parameters, "data", task.parameters)  # ImmutableMap or its immutables.Map
-    if info.role == "head" and parameters.get("heads") == "anchor":
-        LOG.info("%s: leaving out %d input(s) with another head shape", info.name, len(different))
-        return {model: tensor for model, tensor in tensors.items() if model not in different}
-    other = different[0]
-    raise IncompatibleModels(
-        f"shape mismatch for tensor {info.name!r}: {list(anchor.shape)} in anchor {task.base_model} vs "
-        f"{list(tensors[other].shape)} in {other}; heads of other shapes can only be left out with "
-        "`heads: anchor`"
-    )
+        return LoaderCache().get(task.base_model).get_tensor(plan.info.name, device="cpu").to(anchor.device)
+    return {m: tensors[m] for m in models}
 
 
 def _suggest(key: str, choices: Sequence[str]) -> str:
@@ -241,17 +245,62 @@ def check_parameter_keys(config) -> None:
         check_models(module.models, module.slices, f"modules.{name}.")
 
 
+@dataclass
+class MergeRecord:
+    """What one ``layerwise_seg`` merge planned, for its model card: the output folder and, per output
+    tensor, (role, depth, {model: coefficient}) as :func:`plan_tensor` gives them to the kernel."""
+
+    dtype: str | None = None  # the recipe's `dtype:` and `out_dtype:`
+    out_dtype: str | None = None
+    out_path: str | None = None
+    coefficients: dict[str, tuple[str, float | None, dict[str, float]]] = field(default_factory=dict)
+
+
+# The record of the merge planned last in this context (thread): two merges never share one.
+_RECORD: ContextVar[MergeRecord | None] = ContextVar("layerseg_merge_record", default=None)
+
+
+def merge_record() -> MergeRecord | None:
+    """The record of the last ``layerwise_seg`` merge planned to disk in this thread (None before any)."""
+    return _RECORD.get()
+
+
+def record_plan(record: MergeRecord, out_path: str, tasks) -> None:
+    """Record the output and the coefficients of every planned ``layerwise_seg`` tensor task (mergekit's)."""
+    record.out_path = out_path
+    for task in tasks:
+        if getattr(task, "method_name", None) != METHOD_NAME:
+            continue
+        plan = plan_of_task(task)
+        if not plan.info.dtype.is_floating_point:
+            continue  # integers are the anchor's, not merged
+        models = [str(task.model_order[i]) for i in plan.members]
+        record.coefficients[plan.info.name] = (plan.info.role, plan.info.depth, dict(zip(models, plan.coefficients)))
+
+
 def _segmentation_card(original):
     def generate_card(config, config_yaml, name=None, **kwargs):
-        if config.merge_method != METHOD_NAME or "out_path" not in _OUTPUT:
+        record = _RECORD.get()
+        if config.merge_method != METHOD_NAME or record is None or record.out_path is None:
             return original(config, config_yaml, name=name, **kwargs)
         from layerseg_merge.card import write_card
 
         anchor = str(config.base_model)
         models = sorted({str(m) for m in config.referenced_models()}, key=lambda m: (m != anchor, m))
-        return write_card(_OUTPUT["out_path"], models, anchor, config_yaml, dict(USED_COEFFICIENTS))
+        return write_card(record.out_path, models, anchor, config_yaml, record.coefficients)
 
     return generate_card
+
+
+def _check_output_path(out_path: str, config) -> None:
+    """The plain ``mergekit-yaml`` would write into an input given as OUT: refuse it, as ``layerseg merge`` does."""
+    from layerseg_merge.output import OutputError, check_target
+
+    inputs = [model_layout(model).path for model in config.referenced_models()]
+    try:
+        check_target(Path(out_path), inputs)
+    except OutputError as error:
+        raise RecipeError(str(error)) from None
 
 
 def _resolve_hub_ids_offline() -> None:
@@ -278,6 +327,7 @@ def _install_patches() -> None:
     * Hub ids resolved through the local cache when HF_HUB_OFFLINE is set.
     """
     import mergekit.merge
+    from mergekit.common import dtype_from_name
     from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
     from mergekit.plan import MergePlanner
 
@@ -289,14 +339,17 @@ def _install_patches() -> None:
     def planner_init(self, config, *args, **kwargs):
         if config.merge_method == METHOD_NAME:
             check_parameter_keys(config)
-            USED_COEFFICIENTS.clear()
-            _OUTPUT.clear()
+            self._layerseg_record = MergeRecord(config.dtype, config.out_dtype)
+            _RECORD.set(self._layerseg_record)
         original_init(self, config, *args, **kwargs)
 
     def plan_to_disk(self, out_path: str):
-        if self.config.merge_method == METHOD_NAME:
-            _OUTPUT["out_path"] = out_path
-        return original_plan_to_disk(self, out_path)
+        if self.config.merge_method != METHOD_NAME:
+            return original_plan_to_disk(self, out_path)
+        _check_output_path(out_path, self.config)
+        tasks = original_plan_to_disk(self, out_path)
+        record_plan(self._layerseg_record, out_path, (task for _, task in self._tensors))
+        return tasks
 
     MergePlanner.__init__ = planner_init
     MergePlanner.plan_to_disk = plan_to_disk
@@ -314,7 +367,12 @@ def _install_patches() -> None:
         # Written in the anchor's dtype as loaded: its stored dtype, or the recipe's `dtype:` (mergekit
         # casts every input to it), not the dtype mergekit promotes mixed inputs to for the arithmetic.
         if result is not None and anchor is not None and result.is_floating_point():
-            result = result.to(anchor.dtype)
+            record = _RECORD.get() or MergeRecord()
+            why = f"the recipe's dtype {record.dtype}" if record.dtype else "the anchor's stored dtype"
+            result = cast_checked(result, anchor.dtype, self.output_weight.name, why)
+            if record.out_dtype:  # mergekit's writer casts to it
+                cast_checked(result, dtype_from_name(record.out_dtype), self.output_weight.name,
+                             "the recipe's out_dtype")
         return result
 
     execute._layerseg = True

@@ -67,6 +67,16 @@ def _related(a: Path, b: Path) -> str | None:
     return None
 
 
+def _linked_files(folder: Path) -> Iterator[Path]:
+    """The symbolic links among an input folder's files (and those of its subfolders)."""
+    if not folder.is_dir():
+        return
+    for root, folders, files in os.walk(folder):
+        for name in files + folders:
+            if os.path.islink(os.path.join(root, name)):
+                yield Path(root) / name
+
+
 def check_target(target: Path, inputs: Iterable[str | Path] = (), recipe: str | Path | None = None) -> None:
     """Refuse a target that is, contains or lies inside an input, or that is/contains cwd or the recipe's folder."""
     if target.is_symlink():
@@ -76,6 +86,10 @@ def check_target(target: Path, inputs: Iterable[str | Path] = (), recipe: str | 
         relation = _related(out, _resolved(item))
         if relation:
             raise OutputError(f"output {target} {relation} the input {item}; choose an output outside every input")
+        for file in _linked_files(Path(item)):
+            if _related(_resolved(file), out) in ("is", "lies inside"):
+                raise OutputError(f"the input file {file} is a link into the output {target}: replacing the output "
+                                  "would change that input; choose another output, or copy the file into the input")
     guarded = [(Path.cwd(), "the current directory")]
     if recipe is not None:
         guarded.append((Path(recipe).resolve().parent, f"the folder of the recipe {recipe}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import yaml
@@ -60,7 +61,7 @@ def import_checkpoint_models(data: dict, log=lambda message: None) -> dict[str, 
 
 def load_recipe(path: str | Path, import_checkpoints: bool = False,
                 log=lambda message: None) -> tuple[MergeConfiguration, str]:
-    """Parse and check a recipe; return it with its source text.
+    """Parse and check a recipe file; return it with its source text.
 
     ``import_checkpoints``: models named by an mmseg ``.pth`` file are imported (once, into a
     cache) and merged from their model directories.
@@ -74,25 +75,32 @@ def load_recipe(path: str | Path, import_checkpoints: bool = False,
         data = yaml.safe_load(source)
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from error
+    return parse_recipe(data, str(path), import_checkpoints, log), source
+
+
+def parse_recipe(data, where: str = "recipe", import_checkpoints: bool = False,
+                 log=lambda message: None) -> MergeConfiguration:
+    """Check a recipe already read into a mapping (``where`` names it in messages)."""
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe is a YAML mapping with merge_method, models, ...")
+        raise RecipeError(f"{where}: a recipe is a YAML mapping with merge_method, models, ...")
     if import_checkpoints:
+        data = copy.deepcopy(data)
         import_checkpoint_models(data, log)
     if data.get("merge_method") == METHOD_NAME:
         unknown = sorted(set(data) - set(MergeConfiguration.model_fields))
         if unknown:
-            raise RecipeError(f"{path}: unknown recipe key {unknown[0]!r}; a recipe takes "
+            raise RecipeError(f"{where}: unknown recipe key {unknown[0]!r}; a recipe takes "
                               f"{', '.join(sorted(MergeConfiguration.model_fields))} (layerwise_seg parameters "
                               "go under `parameters:`)")
     try:
         config = MergeConfiguration.model_validate(data)
     except ValidationError as error:
-        raise RecipeError(f"{path}: not a valid mergekit recipe: {_validation_message(error)}") from error
+        raise RecipeError(f"{where}: not a valid mergekit recipe: {_validation_message(error)}") from error
     except RuntimeError as error:  # mergekit's own validators raise RuntimeError
-        raise RecipeError(f"{path}: not a valid mergekit recipe: {error}") from error
+        raise RecipeError(f"{where}: not a valid mergekit recipe: {error}") from error
     if config.merge_method == METHOD_NAME:
-        check_layerwise_recipe(config, str(path))
-    return config, source
+        check_layerwise_recipe(config, where)
+    return config
 
 
 def _scalar_weight(parameters: dict | None) -> float | None:

@@ -37,14 +37,15 @@ def test_the_plot_records_the_coefficients_the_kernel_used(tmp_path, segformers)
     from conftest import run_in_process
     from helpers import expected_coefficients, segformer_depths, tiny_segformer_config
 
-    from layerseg_merge.method import USED_COEFFICIENTS
+    from layerseg_merge.method import merge_record
 
     recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0], weights=[2.0, 1.0, 1.0],
                           schedule="cosine", heads="schedule", anchor_max=0.8)
     run_in_process(recipe, tmp_path / "out")
     role_depth = segformer_depths(tiny_segformer_config())
-    assert len(USED_COEFFICIENTS) > 100
-    for name, (_, _, used) in USED_COEFFICIENTS.items():
+    record = merge_record()
+    assert record.out_path == str(tmp_path / "out") and len(record.coefficients) > 100
+    for name, (_, _, used) in record.coefficients.items():
         want = expected_coefficients([2.0, 1.0, 1.0], 0, *role_depth(name), schedule="cosine", heads="schedule",
                                      anchor_max=0.8)
         assert [used[str(p)] for p in segformers] == [__import__("pytest").approx(w) for w in want], name

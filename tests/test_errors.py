@@ -134,7 +134,7 @@ def test_architectures_command_lists_hosts_and_backbones():
 
 
 def test_cli_checks_output_holds_exactly_the_anchors_tensors(tmp_path, segformers):
-    from layerseg_merge.merge_cli import check_output_names
+    from layerseg_merge.api import MergeFailed, check_output_names
 
     out = tmp_path / "partial"
     out.mkdir()
@@ -142,6 +142,5 @@ def test_cli_checks_output_holds_exactly_the_anchors_tensors(tmp_path, segformer
     from safetensors.torch import save_file
     kept = dict(list(tensors(segformers[0]).items())[:-1])
     save_file(kept, out / "model.safetensors")
-    import click
-    with pytest.raises(click.ClickException, match=r"missing \['segformer.encoder.patch_embeddings"):
+    with pytest.raises(MergeFailed, match=r"missing \['segformer.encoder.patch_embeddings"):
         check_output_names(out, str(segformers[0]))

@@ -267,3 +267,29 @@ def test_a_kill_during_replacement_leaves_old_or_new_and_is_repaired(tmp_path, p
     expected = "new" if point == "after-exchange" else "old"
     assert (target / "model.safetensors").read_text() == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_input_file_linked_into_the_output_is_refused(tmp_path, segformers, inputs_untouched):
+    """A user "promoted" a previous merge by linking its weights into an input: replacing OUT would change it."""
+    import shutil
+
+    out = previous_output(tmp_path, segformers)
+    promoted = tmp_path / "promoted"
+    promoted.mkdir()
+    shutil.copy(segformers[0] / "config.json", promoted / "config.json")
+    (promoted / "model.safetensors").symlink_to(out / "model.safetensors")
+    before = tree_digest(out, promoted)
+    recipe = write_recipe(tmp_path / "r.yaml", [segformers[0], promoted], segformers[0])
+    assert_one_line_error(merge(recipe, out, "--overwrite"),
+                          f"the input file {promoted / 'model.safetensors'} is a link into the output {out}")
+    assert tree_digest(out, promoted) == before
+
+
+def test_plain_mergekit_yaml_refuses_an_input_as_output(tmp_path, segformers, inputs_untouched):
+    from test_merge import MERGEKIT_YAML
+
+    recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
+    result = subprocess.run([MERGEKIT_YAML, str(recipe), str(segformers[1]), "--no-copy-tokenizer"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert f"output {segformers[1]} is the input {segformers[1]}" in result.stderr

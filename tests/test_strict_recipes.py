@@ -1,6 +1,7 @@
 """Typos, non-finite inputs, zero weights and dtypes are errors or honoured, never silently wrong."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -108,3 +109,43 @@ def test_other_head_shape_is_still_left_out_with_heads_anchor(tmp_path, segforme
     other = save_model(SegformerForSemanticSegmentation, tiny_segformer_config(num_labels=7), tmp_path / "m7", 3)
     recipe = write_recipe(tmp_path / "r.yaml", [segformers[0], other], segformers[0])
     assert merge(recipe, tmp_path / "out").exit_code == 0
+
+
+@pytest.mark.parametrize("weight", [".nan", ".inf", "-.inf"])
+def test_non_finite_weights_are_refused_by_both_commands(tmp_path, segformers, weight):
+    recipe = write_recipe(tmp_path / "r.yaml", segformers[:2], segformers[0])
+    recipe.write_text(recipe.read_text().replace(f"model: {segformers[1]}\n",
+                                                 f"model: {segformers[1]}\n  parameters: {{weight: {weight}}}\n"))
+    assert f"weight: {weight}" in recipe.read_text()
+    assert_one_line_error(merge(recipe, tmp_path / "out"), "weight must be a finite number >= 0")
+    with pytest.raises(Exception, match="weight must be a finite number >= 0"):
+        run_in_process(recipe, tmp_path / "out2")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_overflow_in_the_anchors_float16_is_named(tmp_path, segformers):
+    """Finite float16 inputs whose pooled BatchNorm variance is finite in float32 but beyond float16's range."""
+    models = []
+    for index, mean in enumerate((-250.0, 250.0)):
+        folder = tmp_path / f"half{index}"
+        shutil.copytree(segformers[index], folder)
+        state = {k: v.half() if v.is_floating_point() else v for k, v in tensors(folder).items()}
+        state["decode_head.batch_norm.running_var"].fill_(60000.0)
+        state["decode_head.batch_norm.running_mean"].fill_(mean)
+        (folder / "model.safetensors").unlink()
+        save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+        models.append(folder)
+    recipe = write_recipe(tmp_path / "r.yaml", models, models[0], heads="uniform", buffers="pooled")
+    # pooled variance = 60000 + 250^2 = 122500: finite in float32, beyond float16's 65504
+    for command in ("layerseg", "run_merge"):
+        if command == "layerseg":
+            line = assert_one_line_error(merge(recipe, tmp_path / "out"), "merged tensor "
+                                         "'decode_head.batch_norm.running_var' overflows torch.float16")
+        else:
+            with pytest.raises(ValueError) as error:
+                run_in_process(recipe, tmp_path / "out2")
+            line = str(error.value)
+        assert "although it is finite in torch.float32" in line and "dtype: float32" in line
+    assert not (tmp_path / "out").exists()
+    recipe = write_recipe(tmp_path / "r32.yaml", models, models[0], heads="uniform", buffers="anchor")
+    assert merge(recipe, tmp_path / "anchor_buffers").exit_code == 0

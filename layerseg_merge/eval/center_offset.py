@@ -16,6 +16,26 @@ import torch.nn.functional as F
 from layerseg_merge.eval.metrics import VOID, Segment
 
 
+def find_centers(heat: torch.Tensor, threshold: float, window: int, max_instances: int) -> torch.Tensor:
+    """(K, 2) positions of the local maxima of ``heat`` above ``threshold``, at most ``max_instances``.
+
+    A plateau (equal values within ``window``, common once logits are rounded to bf16/fp16 under
+    ``--amp``) gives one center, its first pixel in raster order, not one per pixel: otherwise a
+    low-precision run would split instances that the float32 run keeps whole.
+    """
+    peaks = (heat == F.max_pool2d(heat[None, None], window, 1, window // 2)[0, 0]) & (heat > threshold)
+    positions = peaks.nonzero()
+    if len(positions) > 1:
+        # every candidate is the maximum of its window, so a neighbouring candidate can only be a tie
+        near = (positions[:, None, :] - positions[None, :, :]).abs().amax(-1) <= window // 2
+        earlier = torch.ones_like(near).tril(-1)  # nonzero() lists them in raster order
+        positions = positions[~(near & earlier).any(1)]
+    if len(positions) > max_instances:  # the strongest; ties by raster order
+        order = torch.sort(heat[positions[:, 0], positions[:, 1]], descending=True, stable=True).indices
+        positions = positions[order[:max_instances]]
+    return positions
+
+
 def decode(logits: torch.Tensor, spec: dict, label_to_category: dict[int, int], threshold: float = 0.3,
            window: int = 7, max_instances: int = 32) -> tuple[torch.Tensor, list[Segment]]:
     """One image's logits (N + 3, H, W), at the image size -> COCO ids (VOID = 0) and segments."""
@@ -24,10 +44,7 @@ def decode(logits: torch.Tensor, spec: dict, label_to_category: dict[int, int], 
     things = torch.tensor(spec["thing_ids"], device=device)
     semantic = logits[:n].argmax(0)
     heat = logits[n]
-    peaks = (heat == F.max_pool2d(heat[None, None], window, 1, window // 2)[0, 0]) & (heat > threshold)
-    centers = peaks.nonzero().float()
-    if len(centers) > max_instances:
-        centers = centers[heat[peaks].topk(max_instances).indices]
+    centers = find_centers(heat, threshold, window, max_instances).float()
     is_thing = torch.isin(semantic, things)
     segments: list[Segment] = []
     # Stuff: one segment per class present, in class order.

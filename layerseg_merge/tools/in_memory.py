@@ -1,7 +1,8 @@
 """``layerwise_seg`` merges in memory: every input loaded once, any number of settings merged from it.
 
-The result equals what mergekit writes for the same recipe (the same layouts, the same
-inputs per tensor in recipe order, and :func:`layerseg_merge.tensor_merge.merge_tensor`),
+The result equals what mergekit writes for the same recipe (the same layouts, the members and
+coefficients of :func:`layerseg_merge.tensor_plan.plan_tensor`, inputs in recipe order, and
+:func:`layerseg_merge.tensor_merge.merge_tensor`),
 without planning, executors or files: what ``layerseg sweep`` needs to try dozens of settings.
 """
 
@@ -13,10 +14,11 @@ from functools import reduce
 
 import torch
 
-from layerseg_merge.architectures.layout import IncompatibleModels, ModelLayout, check_compatible, layout_of
+from layerseg_merge.architectures.layout import ModelLayout, check_compatible, layout_of
 from layerseg_merge.checkpoint import load_tensors
-from layerseg_merge.schedule import ScheduleSettings, coefficients
-from layerseg_merge.tensor_merge import merge_tensor
+from layerseg_merge.schedule import ScheduleSettings
+from layerseg_merge.tensor_merge import cast_checked, merge_tensor, running_mean_name
+from layerseg_merge.tensor_plan import plan_tensor
 
 
 @dataclass(frozen=True)
@@ -44,34 +46,18 @@ class LoadedInputs:
 
     def merge(self, candidate: Candidate) -> dict[str, torch.Tensor]:
         """Every tensor of the anchor's checkpoint, merged (file names, stored dtypes)."""
-        anchor = self.layouts[candidate.anchor]
-        settings = candidate.settings
         out: dict[str, torch.Tensor] = {}
-        for name, info in anchor.tensors.items():
+        for name in self.layouts[candidate.anchor].tensors:
+            plan = plan_tensor(self.layouts, candidate.anchor, name, self.weights, candidate.settings)
             value = self.tensors[candidate.anchor][name]
-            if not value.is_floating_point():
-                out[name] = value  # integers: the anchor's
+            if plan.is_copy:
+                out[name] = value
                 continue
-            host_only = info.role == "backbone" and anchor.family.is_host_specific(info.canonical)
-            members: list[tuple[int, str]] = []
-            for index, layout in enumerate(self.layouts):
-                twin = info if index == candidate.anchor else layout.counterpart(info)
-                if twin is None or (host_only and layout.architecture != anchor.architecture):
-                    continue
-                tensor = self.tensors[index][twin.name]
-                if tensor.shape != value.shape:
-                    if info.role == "head" and settings.heads == "anchor":
-                        continue  # another head shape: left out, as in the mergekit kernel
-                    raise IncompatibleModels(f"shape mismatch for tensor {name!r}: {list(value.shape)} in the anchor "
-                                             f"vs {list(tensor.shape)} in {self.dirs[index]}")
-                members.append((index, twin.name))
-            position = next(i for i, (index, _) in enumerate(members) if index == candidate.anchor)
-            c = coefficients([self.weights[index] for index, _ in members], position, info.role, info.depth,
-                             settings)
-            common = reduce(torch.promote_types, (self.tensors[i][n].dtype for i, n in members))
-            values = [self.tensors[i][n].to(common) for i, n in members]
+            common = reduce(torch.promote_types, (self.tensors[i][n].dtype for i, n in zip(plan.members, plan.names)))
+            values = [self.tensors[i][n].to(common) for i, n in zip(plan.members, plan.names)]
             means = None
             if candidate.buffers == "pooled" and name.endswith("running_var"):
-                means = [self.tensors[i][n[: -len("running_var")] + "running_mean"] for i, n in members]
-            out[name] = merge_tensor(values, c, position, name, candidate.buffers, means).to(value.dtype)
+                means = [self.tensors[i][running_mean_name(n)] for i, n in zip(plan.members, plan.names)]
+            merged = merge_tensor(values, plan.coefficients, plan.anchor_position, name, candidate.buffers, means)
+            out[name] = cast_checked(merged, value.dtype, name, "the anchor's stored dtype")
         return out

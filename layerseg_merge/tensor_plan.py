@@ -1,0 +1,120 @@
+"""Which inputs take part in one output tensor, under which names, with which coefficients.
+
+The one owner of that decision: the mergekit kernel (through its input screening) and the
+in-memory merges of ``layerseg sweep`` both call :func:`plan_tensor`, so they merge the same
+members with the same coefficients (and :func:`layerseg_merge.tensor_merge.merge_tensor` does
+the same arithmetic), bit for bit. It reads only layouts (config + tensor headers), never tensors.
+
+The rules (README "Across hosts and tasks", DESIGN §3):
+
+* integer tensors are the anchor's;
+* a shared backbone tensor merges over every input (their layouts were checked compatible);
+* a host-specific backbone tensor (per-stage output norms, a final norm) merges only among
+  inputs of the anchor's host: another host's copy feeds another head;
+* a head tensor merges over the inputs whose head lines up with the anchor's (the same host,
+  or a head shared between hosts); an input takes part in a module's tensors only if it holds
+  every tensor of that module, so a module's weight and bias always have the same members;
+* a head tensor of another shape is left out with ``heads: anchor`` and refused otherwise; any
+  other shape difference is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from layerseg_merge.architectures.layout import IncompatibleModels, ModelLayout, TensorInfo
+from layerseg_merge.schedule import ScheduleSettings, coefficients
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """How one output tensor is made: ``members`` index the inputs, ``names`` are their own tensor names."""
+
+    info: TensorInfo  # the anchor's tensor (output name, role, depth, stored dtype)
+    members: tuple[int, ...]
+    names: tuple[str, ...]
+    coefficients: tuple[float, ...]
+    anchor_position: int  # the anchor's place among the members
+
+    @property
+    def is_copy(self) -> bool:
+        """Only the anchor takes part (or an integer tensor): the output is the anchor's tensor."""
+        return len(self.members) == 1 or not self.info.dtype.is_floating_point
+
+
+def _module(name: str) -> str:
+    return name.rsplit(".", 1)[0]
+
+
+@lru_cache(maxsize=64)
+def _modules(layout: ModelLayout) -> dict[str, tuple[TensorInfo, ...]]:
+    """The tensors outside the shared backbone layers (heads, host-specific norms), by module."""
+    modules: dict[str, list[TensorInfo]] = {}
+    for info in layout.heads:
+        modules.setdefault(_module(info.name), []).append(info)
+    return {module: tuple(infos) for module, infos in modules.items()}
+
+
+def _twins(anchor: ModelLayout, other: ModelLayout, info: TensorInfo, heads: str) -> TensorInfo | None:
+    """``other``'s tensor that merges into ``info`` (None: ``other`` does not take part)."""
+    is_layer_tensor = info.role == "backbone" and not anchor.family.is_host_specific(info.canonical)
+    if is_layer_tensor:
+        twin = other.counterpart(info)
+        if twin is not None and twin.shape != info.shape:
+            raise _mismatch(anchor, other, info, twin)
+        return twin
+    if info.role == "backbone" and other.architecture != anchor.architecture:
+        return None  # host-specific: feeds another host's head
+    # Head or host-specific: the input takes part only if it holds the whole module, in the anchor's shapes.
+    twin = None
+    for sibling in _modules(anchor)[_module(info.name)]:
+        counterpart = other.counterpart(sibling)
+        if counterpart is None:
+            return None
+        if counterpart.shape != sibling.shape:
+            if info.role == "head" and heads == "anchor":
+                return None  # another head shape: it would not be used anyway
+            raise _mismatch(anchor, other, sibling, counterpart, hint="; heads of other shapes can only be "
+                                                                    "left out with `heads: anchor`")
+        if sibling.name == info.name:
+            twin = counterpart
+    return twin
+
+
+def _mismatch(anchor: ModelLayout, other: ModelLayout, info: TensorInfo, twin: TensorInfo,
+              hint: str = "") -> IncompatibleModels:
+    return IncompatibleModels(
+        f"shape mismatch for tensor {info.name!r}: {list(info.shape)} in anchor {anchor.path} vs "
+        f"{list(twin.shape)} ({twin.name!r}) in {other.path}{hint}"
+    )
+
+
+@lru_cache(maxsize=65536)
+def _members(layouts: tuple[ModelLayout, ...], anchor: int, name: str, heads: str
+             ) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    info = layouts[anchor].tensors[name]
+    if not info.dtype.is_floating_point:
+        return (anchor,), (name,)
+    members, names = [], []
+    for index, layout in enumerate(layouts):
+        twin = info if index == anchor else _twins(layouts[anchor], layout, info, heads)
+        if twin is not None:
+            members.append(index)
+            names.append(twin.name)
+    return tuple(members), tuple(names)
+
+
+def plan_tensor(layouts: Sequence[ModelLayout], anchor: int, name: str, weights: Sequence[float],
+                settings: ScheduleSettings) -> TensorPlan:
+    """The members and coefficients of output tensor ``name`` (a tensor of ``layouts[anchor]``).
+
+    ``layouts`` and ``weights`` are the inputs in recipe order; the plan of a member subset that
+    holds every member is the same plan (mergekit's kernel sees only the members).
+    """
+    members, names = _members(tuple(layouts), anchor, name, settings.heads)
+    info = layouts[anchor].tensors[name]
+    position = members.index(anchor)
+    c = coefficients([weights[i] for i in members], position, info.role, info.depth, settings)
+    return TensorPlan(info, members, names, tuple(c), position)

@@ -20,7 +20,7 @@ def _check_device(merge_options) -> None:
 
 @click.command("merge")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path())
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it holds a previous model output.")
 @click.option("--recalibrate", "recalibrate_data", default=None, metavar="KIND:PATH",
               help="re-estimate the merge's BatchNorm statistics on these target images (labels unused)")

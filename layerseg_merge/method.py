@@ -9,7 +9,7 @@ unsupported or incompatible models before anything is written.
 from __future__ import annotations
 
 import logging
-import math
+import sys
 from collections.abc import Hashable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -35,13 +35,16 @@ from pydantic import AfterValidator
 from layerseg_merge import METHOD_NAME
 from layerseg_merge.architectures.layout import ModelLayout, check_compatible, layout_of
 from layerseg_merge.hub import is_hub_id, is_offline, resolve_model_path
+from layerseg_merge.recipe_yaml import RecipeError
 from layerseg_merge.schedule import (
     BUFFER_POLICIES,
     HEAD_POLICIES,
     SHAPES,
     ScheduleSettings,
+    check_anchor_and_count,
     check_choice,
     check_unit_interval,
+    check_weight,
 )
 from layerseg_merge.tensor_merge import cast_checked, merge_tensor, running_mean_name
 from layerseg_merge.tensor_plan import TensorPlan, plan_tensor
@@ -49,10 +52,6 @@ from layerseg_merge.tensor_plan import TensorPlan, plan_tensor
 SHARED_PARAMETERS = ("uniform_until", "anchor_max", "schedule", "heads", "buffers")
 PER_INPUT_PARAMETERS = ("weight",)
 LOG = logging.getLogger(__name__)
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be merged as written."""
 
 
 class NonFiniteTensor(ValueError):
@@ -65,12 +64,6 @@ def _choice(name: str, choices: Sequence[str]):
 
 def _unit(name: str):
     return Annotated[float, AfterValidator(lambda value: check_unit_interval(name, value))]
-
-
-def _non_negative(value: float) -> float:
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"layerwise_seg: weight must be a finite number >= 0; got {value}")
-    return value
 
 
 def model_layout(model: Hashable) -> ModelLayout:
@@ -97,7 +90,7 @@ def _check_finite(tensor: torch.Tensor, name: str, model) -> None:
 
 def layerwise_seg_kernel(
     group: TensorGroup,
-    weight: PerInput[Annotated[float, AfterValidator(_non_negative)]] = 1.0,
+    weight: PerInput[Annotated[float, AfterValidator(check_weight)]] = 1.0,
     uniform_until: _unit("uniform_until") = 0.5,
     anchor_max: _unit("anchor_max") = 1.0,
     schedule: _choice("schedule", SHAPES) = "linear",
@@ -132,16 +125,7 @@ class LayerwiseSegMerge(FunctionalGroupMergeMethod):
         group_name: str | None = None,
     ) -> None:
         where = f" ({group_name})" if group_name else ""
-        if base_id is None or base_id not in input_ids:
-            raise ValueError(
-                f"layerwise_seg needs an anchor{where}: set `base_model:` in the recipe to one of "
-                "the models being merged"
-            )
-        if len(input_ids) < 2:
-            raise ValueError(
-                f"layerwise_seg merges at least 2 models{where}; got {len(input_ids)}. "
-                "List the models to merge under `models:`"
-            )
+        check_anchor_and_count(base_id, list(input_ids), where)
         super().validate_inputs(input_ids, base_id, group_name=group_name)
         if all(isinstance(i, ModelReference) for i in input_ids):
             _check_models(tuple(input_ids), base_id)
@@ -211,9 +195,43 @@ def _suggest(key: str, choices: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")
+_CHOICES = {"schedule": SHAPES, "heads": HEAD_POLICIES, "buffers": BUFFER_POLICIES}
+
+
+def _leaves(setting, key: str, where: str) -> list:
+    """The scalar values of one parameter setting (a value, a gradient list, filtered conditions)."""
+    value = getattr(setting, "value", setting)  # a ConditionalParameter
+    if isinstance(value, list):
+        if not value:
+            raise RecipeError(f"parameter {key!r} {where} is an empty list; give a value, or a gradient "
+                              "list of at least one value")
+        return [leaf for item in value for leaf in _leaves(item, key, where)]
+    return [value]
+
+
+def _check_value(key: str, setting, where: str) -> None:
+    """Each value of a parameter setting, through the schedule's own checks (their messages, located)."""
+    for leaf in _leaves(setting, key, where):
+        try:
+            if key in _CHOICES:
+                check_choice(key, leaf, _CHOICES[key])
+                continue
+            if isinstance(leaf, bool) or not isinstance(leaf, int | float | str):
+                raise ValueError(f"layerwise_seg: {key} must be a number; got {leaf!r}")
+            try:
+                number = float(leaf)
+            except ValueError:
+                raise ValueError(f"layerwise_seg: {key} must be a number; got {leaf!r}") from None
+            check_weight(number) if key == "weight" else check_unit_interval(key, number)
+        except ValueError as error:
+            raise RecipeError(f"parameter {key!r} {where}: {str(error).removeprefix('layerwise_seg: ')}") from None
+
+
 def _check_scope(scope: dict | None, where: str, allowed: Sequence[str]) -> None:
-    for key in scope or {}:
+    for key, setting in (scope or {}).items():
         if key in allowed:
+            _check_value(key, setting, where)
             continue
         if key in SHARED_PARAMETERS:
             raise RecipeError(f"parameter {key!r} {where} would be ignored: it applies to the whole merge; "
@@ -223,12 +241,18 @@ def _check_scope(scope: dict | None, where: str, allowed: Sequence[str]) -> None
 
 
 def check_parameter_keys(config) -> None:
-    """Unknown or misplaced ``layerwise_seg`` parameters are errors (mergekit would ignore them).
+    """Unknown, misplaced or impossible ``layerwise_seg`` parameters are errors (mergekit would ignore them
+    or fall back to defaults), and so is a non-float ``dtype:``/``out_dtype:``.
 
     Recipe-, module- and slice-level ``parameters:`` take every parameter (``weight`` there is
     the default of each input); a model's own ``parameters:`` take ``weight`` only.
     """
     every = SHARED_PARAMETERS + PER_INPUT_PARAMETERS
+    for key in ("dtype", "out_dtype"):
+        value = getattr(config, key, None)
+        if value is not None and value.removeprefix("torch.") not in FLOAT_DTYPES:
+            raise RecipeError(f"{key}: {value} is not a floating-point dtype; layerwise_seg merges in "
+                              f"{', '.join(FLOAT_DTYPES)} (integer tensors always keep their own dtype)")
 
     def check_models(models, slices, where: str) -> None:
         for model in models or []:
@@ -243,6 +267,34 @@ def check_parameter_keys(config) -> None:
     for name, module in (config.modules or {}).items():
         _check_scope(module.parameters, f"in modules.{name}.parameters", every)
         check_models(module.models, module.slices, f"modules.{name}.")
+
+
+def parameter_filters(config) -> list[tuple[str, str]]:
+    """Every (parameter, filter) of a recipe's conditional parameters, in recipe order."""
+    scopes = [config.parameters, *(m.parameters for m in config.models or [])]
+    for piece in config.slices or []:
+        scopes += [piece.parameters, *(source.parameters for source in piece.sources)]
+    for module in (config.modules or {}).values():
+        scopes += [module.parameters, *(m.parameters for m in module.models or [])]
+    found = []
+    for scope in scopes:
+        for key, setting in (scope or {}).items():
+            for condition in setting if isinstance(setting, list) else [setting]:
+                name = getattr(condition, "filter", None)
+                if name not in (None, "*") and (key, name) not in found:
+                    found.append((key, name))
+    return found
+
+
+def warn_unmatched_filters(config, tensor_names: Sequence[str]) -> list[str]:
+    """Warn about each parameter ``filter:`` that matches no output tensor (it changes nothing)."""
+    messages = []
+    for key, name in parameter_filters(config):
+        if not any(name in tensor for tensor in tensor_names):
+            messages.append(f"layerwise_seg: the filter {name!r} of parameter {key!r} matches no tensor of the "
+                            "anchor, so it changes nothing; check its spelling against the anchor's tensor names")
+            LOG.warning(messages[-1])
+    return messages
 
 
 @dataclass
@@ -348,11 +400,25 @@ def _install_patches() -> None:
             return original_plan_to_disk(self, out_path)
         _check_output_path(out_path, self.config)
         tasks = original_plan_to_disk(self, out_path)
+        warn_unmatched_filters(self.config, [weight.name for weight, _ in self._tensors])
         record_plan(self._layerseg_record, out_path, (task for _, task in self._tensors))
         return tasks
 
     MergePlanner.__init__ = planner_init
     MergePlanner.plan_to_disk = plan_to_disk
+    original_run_merge = mergekit.merge.run_merge
+
+    def run_merge(merge_config, out_path, options, config_source=None):
+        if merge_config.merge_method == METHOD_NAME and config_source:
+            from layerseg_merge.recipe import check_recipe_source
+
+            check_recipe_source(config_source)
+        return original_run_merge(merge_config, out_path, options, config_source=config_source)
+
+    mergekit.merge.run_merge = run_merge
+    run_yaml = sys.modules.get("mergekit.scripts.run_yaml")  # imported before us: it holds the original
+    if run_yaml is not None:
+        run_yaml.run_merge = run_merge
     _resolve_hub_ids_offline()
     mergekit.merge.generate_card = _segmentation_card(mergekit.merge.generate_card)
 

@@ -77,6 +77,23 @@ def _linked_files(folder: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
+STAGING_SUFFIX = 48  # what ".NAME.partial-PID-XXXXXXXX.tag" adds to the output's name, at most
+
+
+def _check_name_length(target: Path) -> None:
+    """An output name the file system can hold together with the staging name made from it."""
+    parent = target.parent if target.parent.exists() else Path(".")
+    try:
+        limit = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    length = len(os.fsencode(target.name))
+    if length + STAGING_SUFFIX > limit:
+        raise OutputError(f"output name {target.name[:40]}... is {length} bytes long; this file system allows "
+                          f"{limit} per name and the staging copy beside it needs {STAGING_SUFFIX} more: choose a "
+                          f"name of at most {limit - STAGING_SUFFIX} bytes")
+
+
 def check_target(target: Path, inputs: Iterable[str | Path] = (), recipe: str | Path | None = None) -> None:
     """Refuse a target that is, contains or lies inside an input, or that is/contains cwd or the recipe's folder."""
     if target.is_symlink():
@@ -97,6 +114,10 @@ def check_target(target: Path, inputs: Iterable[str | Path] = (), recipe: str | 
         relation = _related(out, _resolved(place))
         if relation in ("is", "contains"):
             raise OutputError(f"output {target} {relation} {what}; choose a new folder for the output")
+    if os.path.basename(os.path.normpath(str(target))) != target.name or target.name in ("", ".", ".."):
+        raise OutputError(f"output {target} ends in '.' or '..' (it means {_resolved(target)}); write the output "
+                          "folder's own path")
+    _check_name_length(target)
 
 
 def is_model_output(path: Path) -> bool:
@@ -191,6 +212,24 @@ def _terminate_as_exception() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """``fd`` is still the file at ``path`` (not removed or replaced meanwhile)."""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 class StagedOutput:
@@ -297,14 +336,17 @@ class StagedOutput:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                if holder.isdigit() and not _is_running(int(holder)) and _same_file(fd, lock):
+                    # The writer died; a child it forked (a DataLoader worker) still holds the lock.
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock)
+                    os.close(fd)
+                    self.log(f"removed the lock of process {holder}, which no longer runs")
+                    continue
                 os.close(fd)
                 raise OutputError(f"{self.target} is being written by another process (pid {holder}); "
                                   "wait for it to finish or choose another output") from None
-            try:
-                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:  # else the previous holder removed the file between our open and lock: retry
+            if _same_file(fd, lock):  # else the previous holder removed the file between our open and lock: retry
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, str(os.getpid()).encode(), 0)
                 self._lock_fd, self._lock_path = fd, lock

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import yaml
 from mergekit.config import MergeConfiguration
 from pydantic import ValidationError
 
 from layerseg_merge.architectures import check_compatible, layout_of
 from layerseg_merge.hub import resolve_model_path
-from layerseg_merge.method import METHOD_NAME, RecipeError, check_parameter_keys
+from layerseg_merge.method import METHOD_NAME, check_parameter_keys
+from layerseg_merge.recipe_yaml import RecipeError, parse_yaml, read_recipe_file
+from layerseg_merge.schedule import check_anchor_and_count, check_weights
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -66,15 +67,7 @@ def load_recipe(path: str | Path, import_checkpoints: bool = False,
     ``import_checkpoints``: models named by an mmseg ``.pth`` file are imported (once, into a
     cache) and merged from their model directories.
     """
-    path = Path(path)
-    try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise RecipeError(f"{path}: cannot read recipe ({getattr(error, 'strerror', None) or error})") from error
-    try:
-        data = yaml.safe_load(source)
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from error
+    data, source = read_recipe_file(path)
     return parse_recipe(data, str(path), import_checkpoints, log), source
 
 
@@ -87,11 +80,7 @@ def parse_recipe(data, where: str = "recipe", import_checkpoints: bool = False,
         data = copy.deepcopy(data)
         import_checkpoint_models(data, log)
     if data.get("merge_method") == METHOD_NAME:
-        unknown = sorted(set(data) - set(MergeConfiguration.model_fields))
-        if unknown:
-            raise RecipeError(f"{where}: unknown recipe key {unknown[0]!r}; a recipe takes "
-                              f"{', '.join(sorted(MergeConfiguration.model_fields))} (layerwise_seg parameters "
-                              "go under `parameters:`)")
+        _check_top_level(data, where)
     try:
         config = MergeConfiguration.model_validate(data)
     except ValidationError as error:
@@ -101,6 +90,22 @@ def parse_recipe(data, where: str = "recipe", import_checkpoints: bool = False,
     if config.merge_method == METHOD_NAME:
         check_layerwise_recipe(config, where)
     return config
+
+
+def _check_top_level(data: dict, where: str) -> None:
+    unknown = sorted(set(data) - set(MergeConfiguration.model_fields))
+    if unknown:
+        raise RecipeError(f"{where}: unknown recipe key {unknown[0]!r}; a recipe takes "
+                          f"{', '.join(sorted(MergeConfiguration.model_fields))} (layerwise_seg parameters "
+                          "go under `parameters:`)")
+
+
+def check_recipe_source(source: str, where: str = "recipe") -> None:
+    """What only the recipe's text shows (mergekit drops it when it parses): keys given twice, unknown
+    top-level keys, alias bombs. Run for ``layerwise_seg`` recipes by the plain ``mergekit-yaml`` too."""
+    data = parse_yaml(source, where)
+    if isinstance(data, dict) and data.get("merge_method") == METHOD_NAME:
+        _check_top_level(data, where)
 
 
 def _scalar_weight(parameters: dict | None) -> float | None:
@@ -118,27 +123,22 @@ def model_directory(model, where: str) -> str:
 
 def check_layerwise_recipe(config: MergeConfiguration, where: str) -> None:
     """What mergekit itself does not enforce: the anchor, parameter names, weights, compatible models."""
-    if config.base_model is None:
-        raise RecipeError(
-            f"{where}: layerwise_seg needs an anchor: add `base_model:` naming one of the models"
-        )
+    for model in config.referenced_models():
+        if model.lora is not None:
+            raise RecipeError(f"{where}: mergekit reads the model path '{model.model.path}+{model.lora.path}' as "
+                              f"model {model.model.path} with the LoRA adapter {model.lora.path}; layerwise_seg "
+                              "merges whole checkpoints: rename the folder without '+'")
     listed = [m.model for m in config.models or []]
-    if listed and config.base_model not in listed:
-        raise RecipeError(
-            f"{where}: the anchor {config.base_model} (base_model) is not among the models; "
-            "list it under `models:` too, with its weight"
-        )
-    if listed and len(listed) < 2:
-        raise RecipeError(f"{where}: layerwise_seg merges at least 2 models; the recipe lists 1")
-    try:
-        check_parameter_keys(config)
-    except RecipeError as error:
-        raise RecipeError(f"{where}: {error}") from error
     default = _scalar_weight(config.parameters)
     weights = [_scalar_weight(m.parameters) for m in config.models or []]
     weights = [w if w is not None else default if default is not None else 1.0 for w in weights]
-    if weights and all(w == 0 for w in weights):
-        raise RecipeError(f"{where}: every model has weight 0; give at least one model a positive weight")
+    try:
+        if listed or config.base_model is None:  # (slices and modules: mergekit checks each group)
+            check_anchor_and_count(config.base_model, listed)
+        check_parameter_keys(config)
+        check_weights(weights)
+    except ValueError as error:
+        raise RecipeError(f"{where}: {error}") from error
     directories = {model: model_directory(model, where) for model in {*listed, config.base_model}}
     anchor = layout_of(directories[config.base_model])
     for model in listed:

@@ -37,6 +37,34 @@ def check_unit_interval(name: str, value: float) -> float:
     return value
 
 
+def check_weight(value: float) -> float:
+    """Return ``value`` if it is a usable input weight (finite, >= 0); otherwise raise naming it."""
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"layerwise_seg: weight must be a finite number >= 0; got {value}")
+    return value
+
+
+def check_weights(weights: Sequence[float]) -> None:
+    """Every weight usable and at least one positive."""
+    for weight in weights:
+        check_weight(weight)
+    if weights and not any(weights):
+        raise ValueError("layerwise_seg: every model has weight 0 (the weights sum to 0); give at least one model "
+                         "a positive weight")
+
+
+def check_anchor_and_count(anchor: object | None, models: Sequence[object], where: str = "") -> None:
+    """An anchor, listed among the merged models, and at least two of them."""
+    if anchor is None:
+        raise ValueError(f"layerwise_seg needs an anchor{where}: add `base_model:` naming one of the models")
+    if anchor not in models:
+        raise ValueError(f"the anchor {anchor} (base_model) is not among the models{where}; list it under "
+                         "`models:` too, with its weight")
+    if len(models) < 2:
+        raise ValueError(f"layerwise_seg merges at least 2 models{where}; got {len(models)}. List the models to "
+                         "merge under `models:`")
+
+
 @dataclass(frozen=True)
 class ScheduleSettings:
     """The recipe parameters that shape the anchor's share along depth."""
@@ -86,14 +114,10 @@ def coefficients(
     tensor; ``anchor_index`` points at the anchor among them. ``depth`` is
     required for backbone tensors and ignored for heads.
     """
-    if any(w < 0 for w in weights):
-        raise ValueError(f"layerwise_seg: weights must be >= 0; got {list(weights)}")
+    check_weights(weights)
     if len(weights) == 1:
         return [1.0]
     total = float(sum(weights))
-    if total <= 0.0:
-        raise ValueError("layerwise_seg: the weights of the models sum to 0; give at least one model a "
-                         "positive weight")
     others = total - weights[anchor_index]
     if others == 0.0:
         return [1.0 if i == anchor_index else 0.0 for i in range(len(weights))]

@@ -15,7 +15,8 @@ The rules (README "Across hosts and tasks", DESIGN §3):
   or a head shared between hosts); an input takes part in a module's tensors only if it holds
   every tensor of that module, so a module's weight and bias always have the same members;
 * a head tensor of another shape is left out with ``heads: anchor`` and refused otherwise; any
-  other shape difference is refused.
+  other shape difference is refused;
+* heads whose class names (config ``id2label``) differ are refused unless ``heads: anchor``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def _twins(anchor: ModelLayout, other: ModelLayout, info: TensorInfo, heads: str
     if info.role == "backbone" and other.architecture != anchor.architecture:
         return None  # host-specific: feeds another host's head
     # Head or host-specific: the input takes part only if it holds the whole module, in the anchor's shapes.
+    if info.role == "head" and heads != "anchor" and other.counterpart(info) is not None:
+        _check_labels(anchor, other)
     twin = None
     for sibling in _modules(anchor)[_module(info.name)]:
         counterpart = other.counterpart(sibling)
@@ -81,6 +84,20 @@ def _twins(anchor: ModelLayout, other: ModelLayout, info: TensorInfo, heads: str
         if sibling.name == info.name:
             twin = counterpart
     return twin
+
+
+def _check_labels(anchor: ModelLayout, other: ModelLayout) -> None:
+    """Heads are merged row by row: their class lists must be the same, in the same order."""
+    if anchor.labels is None or other.labels is None or anchor.labels == other.labels:
+        return
+    index = next((i for i, (a, b) in enumerate(zip(anchor.labels, other.labels)) if a != b),
+                 min(len(anchor.labels), len(other.labels)))
+    at = lambda names: names[index] if index < len(names) else "nothing"  # noqa: E731
+    raise IncompatibleModels(
+        f"the heads of anchor {anchor.path} and {other.path} predict different classes (class {index}: "
+        f"{at(anchor.labels)!r} vs {at(other.labels)!r}): merging them would average unrelated classes; use "
+        "`heads: anchor`, or give both models the same id2label order"
+    )
 
 
 def _mismatch(anchor: ModelLayout, other: ModelLayout, info: TensorInfo, twin: TensorInfo,

@@ -60,7 +60,7 @@ def test_bad_parameters(tmp_path, segformers, parameters, message):
 
 def test_negative_weight(tmp_path, segformers):
     recipe = write_recipe(tmp_path / "r.yaml", segformers[:2], segformers[0], weights=[1.0, -1.0])
-    assert "weight must be >= 0; got -1.0" in merge_error(recipe, tmp_path / "out")
+    assert "weight must be a finite number >= 0; got -1.0" in merge_error(recipe, tmp_path / "out")
 
 
 def test_fewer_than_two_models(tmp_path, segformers):

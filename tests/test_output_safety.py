@@ -293,3 +293,38 @@ def test_plain_mergekit_yaml_refuses_an_input_as_output(tmp_path, segformers, in
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert f"output {segformers[1]} is the input {segformers[1]}" in result.stderr
+
+
+# A writer killed with SIGKILL while a child it forked (a DataLoader worker) still runs and holds the lock's fd.
+KILLED_WITH_A_LIVE_CHILD = """
+import os, signal, sys, time
+from pathlib import Path
+import layerseg_merge.output as output
+with output.StagedOutput(Path(sys.argv[1]), overwrite=True) as staged:
+    child = os.fork()
+    if child == 0:
+        os.close(1), os.close(2)
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_lock_left_by_a_killed_writer_with_live_workers_is_taken_over(tmp_path):
+    target = tmp_path / "out"
+    process = subprocess.run([sys.executable, "-c", KILLED_WITH_A_LIVE_CHILD, str(target)], capture_output=True,
+                             text=True, timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    worker = int(process.stdout.split()[0])
+    try:
+        os.kill(worker, 0)  # the worker still runs and still holds the lock
+        notices = []
+        with StagedOutput(target, overwrite=True, log=notices.append) as staged:
+            (staged.staging / "config.json").write_text("{}")
+            (staged.staging / "model.safetensors").write_text("new")
+            staged.commit()
+        assert any("removed the lock of process" in n and "which no longer runs" in n for n in notices), notices
+        assert (target / "model.safetensors").read_text() == "new"
+    finally:
+        os.kill(worker, signal.SIGKILL)

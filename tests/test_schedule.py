@@ -61,7 +61,7 @@ def test_bad_settings_name_the_parameter(kwargs, message):
 
 
 def test_negative_weight_and_missing_depth_are_refused():
-    with pytest.raises(ValueError, match="weights must be >= 0"):
+    with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
         coefficients([1.0, -1.0], 0, "backbone", 0.2, ScheduleSettings())
     with pytest.raises(ValueError, match="depth must lie in"):
         coefficients([1.0, 1.0], 0, "backbone", None, ScheduleSettings())

@@ -52,6 +52,7 @@ class ModelLayout:
     signature: dict[str, object]
     layers: tuple[tuple[TensorInfo, ...], ...]
     heads: tuple[TensorInfo, ...]  # everything mergekit sees as post-weights
+    labels: tuple[str, ...] | None = None  # the class names of the head (config id2label), when named
     tensors: dict[str, TensorInfo] = field(init=False, repr=False)
     _by_canonical: dict[str, TensorInfo] = field(init=False, repr=False)
 
@@ -99,6 +100,15 @@ def host_for(config: PretrainedConfig, where: str) -> tuple[Host, BackboneFamily
     return host, family, backbone_config
 
 
+def class_names(config: PretrainedConfig) -> tuple[str, ...] | None:
+    """The head's class names in output order; None when the config only has transformers' LABEL_i defaults."""
+    id2label = getattr(config, "id2label", None) or {}
+    names = tuple(str(id2label[key]) for key in sorted(id2label, key=int))
+    if not names or all(name == f"LABEL_{index}" for index, name in enumerate(names)):
+        return None
+    return names
+
+
 def build_layout(
     path: str, config: PretrainedConfig, headers: dict[str, TensorHeader]
 ) -> ModelLayout:
@@ -137,6 +147,7 @@ def build_layout(
         signature=family.signature(backbone_config),
         layers=tuple(tuple(sorted(infos, key=lambda t: t.canonical)) for infos in layers),
         heads=tuple(aside + heads),
+        labels=class_names(config),
     )
 
 

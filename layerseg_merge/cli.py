@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                "directories."),
     "export": ("layerseg_merge.formats_cli", "export_group", "Export model directories to other toolkits' "
                "checkpoint formats."),
+    "cache": ("layerseg_merge.cache_cli", "cache_group", "List the import cache of .pth checkpoints (or clear it)."),
 }
 
 

@@ -45,7 +45,7 @@ def _replace_models(data: dict, replace) -> None:
 
 def import_checkpoint_models(data: dict, log=lambda message: None) -> dict[str, str]:
     """Replace ``.pth`` model paths by their imported directories (a cache keyed by content); returns the map."""
-    from layerseg_merge.formats.cache import imported_dir, is_checkpoint_file
+    from layerseg_merge.formats.cache import evict, imported_dir, is_checkpoint_file, max_bytes
 
     imported: dict[str, str] = {}
 
@@ -57,6 +57,8 @@ def import_checkpoint_models(data: dict, log=lambda message: None) -> dict[str, 
         return imported[path]
 
     _replace_models(data, replace)
+    if imported:
+        evict(max_bytes(), keep={Path(p) for p in imported.values()}, log=log)
     return imported
 
 
@@ -76,20 +78,28 @@ def parse_recipe(data, where: str = "recipe", import_checkpoints: bool = False,
     """Check a recipe already read into a mapping (``where`` names it in messages)."""
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: a recipe is a YAML mapping with merge_method, models, ...")
+    layerwise = data.get("merge_method") == METHOD_NAME
+    if layerwise:
+        _check_top_level(data, where)
+    config = _validated(data, where)
+    if layerwise:
+        check_layerwise_structure(config, where)  # before any .pth is imported into the cache
     if import_checkpoints:
         data = copy.deepcopy(data)
-        import_checkpoint_models(data, log)
-    if data.get("merge_method") == METHOD_NAME:
-        _check_top_level(data, where)
+        if import_checkpoint_models(data, log):
+            config = _validated(data, where)
+    if layerwise:
+        check_layerwise_models(config, where)
+    return config
+
+
+def _validated(data: dict, where: str) -> MergeConfiguration:
     try:
-        config = MergeConfiguration.model_validate(data)
+        return MergeConfiguration.model_validate(data)
     except ValidationError as error:
         raise RecipeError(f"{where}: not a valid mergekit recipe: {_validation_message(error)}") from error
     except RuntimeError as error:  # mergekit's own validators raise RuntimeError
         raise RecipeError(f"{where}: not a valid mergekit recipe: {error}") from error
-    if config.merge_method == METHOD_NAME:
-        check_layerwise_recipe(config, where)
-    return config
 
 
 def _check_top_level(data: dict, where: str) -> None:
@@ -122,7 +132,13 @@ def model_directory(model, where: str) -> str:
 
 
 def check_layerwise_recipe(config: MergeConfiguration, where: str) -> None:
-    """What mergekit itself does not enforce: the anchor, parameter names, weights, compatible models."""
+    """What mergekit itself does not enforce: :func:`check_layerwise_structure`, then the models themselves."""
+    check_layerwise_structure(config, where)
+    check_layerwise_models(config, where)
+
+
+def check_layerwise_structure(config: MergeConfiguration, where: str) -> None:
+    """The anchor, parameter names and values, weights, model paths: nothing is read from the models."""
     for model in config.referenced_models():
         if model.lora is not None:
             raise RecipeError(f"{where}: mergekit reads the model path '{model.model.path}+{model.lora.path}' as "
@@ -139,7 +155,13 @@ def check_layerwise_recipe(config: MergeConfiguration, where: str) -> None:
         check_weights(weights)
     except ValueError as error:
         raise RecipeError(f"{where}: {error}") from error
-    directories = {model: model_directory(model, where) for model in {*listed, config.base_model}}
+
+
+def check_layerwise_models(config: MergeConfiguration, where: str) -> None:
+    """Every model is there, supported, and shares the anchor's backbone."""
+    listed = [m.model for m in config.models or []]
+    # in recipe order, so that the first missing model is the one named
+    directories = {model: model_directory(model, where) for model in dict.fromkeys([*listed, config.base_model])}
     anchor = layout_of(directories[config.base_model])
     for model in listed:
         if model != config.base_model:

@@ -1,11 +1,30 @@
-"""Checkpoint files named in recipes (``model: daformer.pth``), imported once into a cache by content hash."""
+"""Checkpoint files named in recipes (``model: daformer.pth``), imported once into a cache by content hash.
+
+Each entry is a model directory under ``cache_root()/mmseg/<sha256 of the .pth>-<weights>/`` with
+``layerseg_cache.json``: the sha256 of every file of the entry (checked on each use: a damaged
+entry is imported again), the source path and the last use. Imports of one entry are serialised
+(a second merge waits for the first instead of failing). After an import the least recently
+used entries are removed until the cache fits ``LAYERSEG_CACHE_MAX_GB`` (default 20); the entries
+of the recipe being merged are kept. ``layerseg cache`` lists the entries; ``layerseg cache clear``
+removes them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+MANIFEST = "layerseg_cache.json"
+DEFAULT_MAX_GB = 20.0
 
 
 def cache_root() -> Path:
@@ -16,8 +35,82 @@ def cache_root() -> Path:
     return Path(base) / "layerseg-merge"
 
 
+def max_bytes() -> int:
+    """The size policy: ``LAYERSEG_CACHE_MAX_GB`` (GB = 10^9 bytes; 0 keeps only the entries in use)."""
+    text = os.environ.get("LAYERSEG_CACHE_MAX_GB", str(DEFAULT_MAX_GB))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"LAYERSEG_CACHE_MAX_GB={text!r} is not a size in GB >= 0; unset it for the default "
+                         f"({DEFAULT_MAX_GB:g})")
+    return int(value * 1e9)
+
+
 def is_checkpoint_file(path: str) -> bool:
     return path.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path
+    source: str
+    size: int
+    last_used: float
+
+
+def _manifest(entry: Path) -> dict | None:
+    try:
+        data = json.loads((entry / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
+
+
+def damage(entry: Path) -> str | None:
+    """Why the cache entry is not usable (None: every file is there with its recorded checksum)."""
+    manifest = _manifest(entry)
+    if manifest is None:
+        return f"{MANIFEST} is missing or unreadable"
+    names = sorted(p.name for p in entry.iterdir() if p.name != MANIFEST)
+    if names != sorted(manifest["files"]):
+        return f"it holds {names}, not {sorted(manifest['files'])}"
+    for name, checksum in manifest["files"].items():
+        if _sha256(entry / name) != checksum:
+            return f"{name} changed since it was written"
+    return None
+
+
+def _write_manifest(entry: Path, source: str) -> None:
+    files = {p.name: _sha256(p) for p in sorted(entry.iterdir()) if p.name != MANIFEST}
+    (entry / MANIFEST).write_text(json.dumps({"source": source, "files": files}, indent=1) + "\n")
+
+
+def is_cache_entry(path: Path) -> bool:
+    """A folder this cache wrote (a manifest beside model files): the only thing it ever replaces or removes."""
+    return path.is_dir() and (path / MANIFEST).is_file() and (path / "config.json").is_file()
+
+
+@contextlib.contextmanager
+def _serialised(target: Path) -> Iterator[None]:
+    """One import of ``target`` at a time, across processes (a second one waits)."""
+    locks = cache_root() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"{target.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def imported_dir(checkpoint: str | Path, weights: str = "student", log=lambda message: None) -> Path:
@@ -29,12 +122,57 @@ def imported_dir(checkpoint: str | Path, weights: str = "student", log=lambda me
     if not checkpoint.is_file():
         raise MmsegError(f"checkpoint {checkpoint} not found (relative paths are resolved from the current "
                          f"directory, {os.getcwd()})")
+    max_bytes()  # a bad LAYERSEG_CACHE_MAX_GB fails before the import
     target = cache_root() / "mmseg" / f"{content_hash(checkpoint)[:32]}-{weights}"
-    if (target / "config.json").is_file():
-        return target
-    imported = convert(checkpoint, weights)
-    log(f"{checkpoint}: {imported.found.describe()}; imported into {target}")
-    with StagedOutput(target, "dir", log=log) as staged:
-        write_model_dir(imported, staged.staging)
-        staged.commit()
+    with _serialised(target):
+        problem = damage(target) if target.exists() else "missing"
+        if problem is None:
+            os.utime(target / MANIFEST)  # last use, for the size policy
+        else:
+            if problem != "missing":
+                log(f"cache entry {target} is damaged ({problem}); importing {checkpoint} again")
+            imported = convert(checkpoint, weights)
+            log(f"{checkpoint}: {imported.found.describe()}; imported into {target}")
+            with StagedOutput(target, "dir", overwrite=True, log=log, replaceable=is_cache_entry) as staged:
+                write_model_dir(imported, staged.staging)
+                _write_manifest(staged.staging, str(checkpoint.resolve()))
+                staged.commit()
     return target
+
+
+def entries() -> list[Entry]:
+    """The cache's entries, most recently used first."""
+    root = cache_root() / "mmseg"
+    found = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if is_cache_entry(path):
+            manifest = _manifest(path) or {}
+            size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+            found.append(Entry(path, str(manifest.get("source", "?")), size, (path / MANIFEST).stat().st_mtime))
+    return sorted(found, key=lambda e: -e.last_used)
+
+
+def evict(limit: int, keep: set[Path], log=lambda message: None) -> list[Path]:
+    """Remove the least recently used entries (never those in ``keep``) until the cache holds ``limit`` bytes."""
+    removed = []
+    present = entries()
+    total = sum(e.size for e in present)
+    for entry in reversed(present):  # least recently used first
+        if total <= limit:
+            break
+        if entry.path in keep:
+            continue
+        remove(entry.path)
+        total -= entry.size
+        removed.append(entry.path)
+        log(f"removed cache entry {entry.path} ({entry.size / 1e9:.2f} GB, last used "
+            f"{time.strftime('%Y-%m-%d', time.localtime(entry.last_used))}) to keep the cache under "
+            f"{limit / 1e9:g} GB (LAYERSEG_CACHE_MAX_GB)")
+    return removed
+
+
+def remove(entry: Path) -> None:
+    """Remove one entry this cache wrote (refuses anything else)."""
+    if not is_cache_entry(entry):
+        raise ValueError(f"{entry} is not a layerseg-merge cache entry; nothing was removed")
+    shutil.rmtree(entry)

@@ -48,7 +48,8 @@ def _run(action, what: str = "evaluation"):
 @click.command("eval")
 @click.argument("model", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", required=True,
-              help="cityscapes:ROOT | coco-panoptic:IMAGES,JSON,PNG_DIR | folder:ROOT")
+              help="cityscapes:ROOT | cityscapes-panoptic:ROOT | acdc:ROOT[,fog|night|rain|snow...] | darkzurich:ROOT "
+              "| mapillary:ROOT | coco-panoptic:IMAGES,JSON,PNG_DIR | folder:ROOT")
 @click.option("--split", default="val", show_default=True)
 @click.option("--task", type=click.Choice(["semantic", "panoptic"]), default="semantic", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto = CUDA when available, else CPU")
@@ -61,11 +62,14 @@ def _run(action, what: str = "evaluation"):
               "processor: the transformers image processor on the CPU")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the model (one static shape per batch; falls back to eager with a message)")
+@click.option("--classes", type=click.Choice(["19", "16", "13"]), default="19", show_default=True,
+              help="average over the 19 Cityscapes classes, or SYNTHIA's 16 (no terrain, truck, train) or 13 (also no "
+              "wall, fence, pole)")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the report JSON here")
 @click.option("--plot", type=click.Path(dir_okay=False), help="write a per-class bar chart (PNG)")
 @click.option("--card", is_flag=True, help="add the result to MODEL/README.md as Hugging Face model-index metadata")
-def eval_command(model, data, split, task, device, batch_size, amp, slide, workers, preprocess, compile_model, out,
-                 plot, card) -> None:
+def eval_command(model, data, split, task, device, batch_size, amp, slide, workers, preprocess, compile_model, classes,
+                 out, plot, card) -> None:
     """Run MODEL (a transformers directory) over a dataset and score it."""
     from layerseg_merge.eval.evaluate import evaluate
 
@@ -75,7 +79,7 @@ def eval_command(model, data, split, task, device, batch_size, amp, slide, worke
         _run(lambda: _check_outputs(str(Path(model) / "README.md"), inputs=data_paths))
     report = _run(lambda: evaluate(model, data, split=split, task=task, device=device, batch_size=batch_size,
                                    amp=amp, slide=_slide(slide), workers=workers, preprocess=preprocess,
-                                   compile=compile_model))
+                                   compile=compile_model, classes=int(classes)))
     timing = report.pop("timing")
     click.echo(f"{timing['images']} images in {timing['seconds']:.1f} s on {timing['device']} "
                f"({timing['images'] / max(timing['seconds'], 1e-9):.1f} img/s)", err=True)

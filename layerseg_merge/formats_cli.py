@@ -7,6 +7,18 @@ import click
 from layerseg_merge.errors import reported
 
 
+def _test_scale(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        width, height = (int(v) for v in value.split(","))
+    except ValueError:
+        raise click.ClickException(f"--test-scale {value}: use W,H, e.g. 1024,512") from None
+    if width <= 0 or height <= 0:
+        raise click.ClickException(f"--test-scale {value}: both sides must be positive")
+    return width, height
+
+
 @click.group("import")
 def import_group() -> None:
     """Import checkpoints of other toolkits as model directories."""
@@ -19,8 +31,15 @@ def import_group() -> None:
               help="student = model.* (what the papers evaluate); teacher = ema_model.*")
 @click.option("--num-heads", default=None, help="MiT attention heads per stage (not stored in the weights); "
               "default 1,2,5,8 as in every MiT-B0..B5")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="the model's mmseg config (the JSON shipped with the released checkpoints, or a .py without "
+              "_base_): its test pipeline and test_cfg are stored for `layerseg eval`; default: the checkpoint's "
+              "meta config, else the released GTA->Cityscapes settings")
+@click.option("--test-scale", default=None, help="W,H: the test img_scale (mmseg MultiScaleFlipAug), e.g. 960,540 "
+              "for DAFormer's ACDC config; overrides the config's")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it holds a previous model output.")
-def import_mmseg(checkpoint: str, out: str, weights: str, num_heads: str | None, overwrite: bool) -> None:
+def import_mmseg(checkpoint: str, out: str, weights: str, num_heads: str | None, config_file: str | None,
+                 test_scale: str | None, overwrite: bool) -> None:
     """Import an mmseg 0.x checkpoint (DAFormer, HRDA, MIC, EDAPS, SegFormer) into a model directory.
 
     Reads the file with torch.load(weights_only=True) (never unpickling code), detects the
@@ -34,9 +53,12 @@ def import_mmseg(checkpoint: str, out: str, weights: str, num_heads: str | None,
         heads = tuple(int(v) for v in num_heads.split(",")) if num_heads else None
         if heads is not None and len(heads) != 4:
             raise click.ClickException("--num-heads takes 4 numbers, e.g. 1,2,5,8")
-        imported = convert(checkpoint, weights, heads)
+        scale = _test_scale(test_scale)
+        imported = convert(checkpoint, weights, heads, config_file, scale)
         click.echo(f"found {imported.found.describe()} ({weights}, {imported.prefix or 'unprefixed '}* weights)",
                    err=True)
+        for note in imported.notes:
+            click.echo(note, err=True)
         with StagedOutput(out, "dir", overwrite=overwrite, inputs=[checkpoint],
                           log=lambda message: click.echo(message, err=True)) as staged:
             write_model_dir(imported, staged.staging)

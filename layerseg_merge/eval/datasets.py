@@ -1,6 +1,8 @@
-"""Standard dataset layouts: Cityscapes, COCO panoptic, and a plain image/label folder.
+"""Standard dataset layouts: Cityscapes (+ panoptic), ACDC, Dark Zurich, Mapillary Vistas, COCO panoptic, a folder.
 
-A dataset spec is ``KIND:PATH`` (see :func:`open_dataset`). Samples are dicts with
+A dataset spec is ``KIND:PATH`` (see :func:`open_dataset`). Each kind reads its published
+on-disk layout and label encoding; the UDA targets (ACDC, Dark Zurich, Mapillary) come as the 19
+Cityscapes train ids. Samples are dicts with
 ``name`` (relative path), ``image`` (H, W, 3 uint8 numpy) and either ``label``
 (H, W int64 class indices) or ``panoptic`` (H, W int64 segment ids) + ``segments``.
 Decoding happens in DataLoader workers.
@@ -9,6 +11,7 @@ Decoding happens in DataLoader workers.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,16 @@ CITYSCAPES_CLASSES = (
 CITYSCAPES_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
 LABEL_ID_TO_TRAIN_ID = np.full(256, 255, dtype=np.uint8)
 LABEL_ID_TO_TRAIN_ID[list(CITYSCAPES_LABEL_IDS)] = np.arange(19, dtype=np.uint8)
+ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
+# Mapillary Vistas v1.2 class ids (0..65) -> Cityscapes train ids: CVRN's mapping, the one EDAPS ships
+# (mapillaryscripts/map_ids_19_classes.py); every other id (65 = unlabeled) is ignored (255).
+_MAPILLARY_GROUPS = (((7, 8, 10, 13, 14, 23, 24), 0), ((2, 9, 11, 15), 1), ((17,), 2), ((6,), 3), ((3,), 4),
+                     ((45, 47), 5), ((48,), 6), ((49, 50), 7), ((30,), 8), ((29,), 9), ((27,), 10), ((19,), 11),
+                     ((20, 21, 22), 12), ((55,), 13), ((61,), 14), ((54,), 15), ((58,), 16), ((57,), 17), ((52,), 18))
+MAPILLARY_TO_TRAIN_ID = np.full(256, 255, dtype=np.uint8)
+for _ids, _train_id in _MAPILLARY_GROUPS:
+    MAPILLARY_TO_TRAIN_ID[list(_ids)] = _train_id
+MAPILLARY_SPLITS = {"val": "validation", "train": "training", "test": "testing"}
 
 
 def label_tensor(label: np.ndarray) -> torch.Tensor:
@@ -54,10 +67,11 @@ class SemanticDataset(torch.utils.data.Dataset):
     task = "semantic"
 
     def __init__(self, pairs: list[tuple[str, Path, Path]], class_names: list[str] | None,
-                 label_map: np.ndarray | None = None):
+                 label_map: np.ndarray | None = None, id_range: tuple[int, str] | None = None):
+        """``label_map``: raw label value -> class index; ``id_range``: (largest raw id, what the ids are)."""
         if not pairs:
             raise DatasetError("no image/label pairs found")
-        self.pairs, self.class_names, self.label_map = pairs, class_names, label_map
+        self.pairs, self.class_names, self.label_map, self.id_range = pairs, class_names, label_map, id_range
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -68,6 +82,9 @@ class SemanticDataset(torch.utils.data.Dataset):
         label = read_image(label_path)
         if label.ndim != 2:
             raise DatasetError(f"{label_path}: a label must be a single-channel class-index PNG")
+        if self.id_range is not None and label.size and int(label.max()) > self.id_range[0]:
+            raise DatasetError(f"{label_path}: label value {int(label.max())} is not {self.id_range[1]} "
+                               f"(0..{self.id_range[0]})")
         if self.label_map is not None:
             label = self.label_map[label]
         _check_size(name, image, label)
@@ -124,9 +141,9 @@ class PanopticDataset(torch.utils.data.Dataset):
                 "segments": entry.segments}
 
 
-def _pairs(image_dir: Path, label_dir: Path, label_for) -> list[tuple[str, Path, Path]]:
+def _pairs(image_dir: Path, label_dir: Path, label_for, pattern: str = "*") -> list[tuple[str, Path, Path]]:
     pairs = []
-    for image in sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    for image in sorted(p for p in image_dir.rglob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES):
         label = label_for(image)
         if label is None or not label.exists():
             raise DatasetError(f"{image}: no label file (expected {label}); every image needs one")
@@ -146,7 +163,9 @@ def folder_dataset(root: Path) -> SemanticDataset:
     return SemanticDataset(pairs, [n for n in names if n] if names else None)
 
 
-def load_coco_panoptic(images: Path, annotations: Path, png_dir: Path) -> PanopticDataset:
+def load_coco_panoptic(images: Path, annotations: Path, png_dir: Path,
+                       locate: Callable[[str], Path] | None = None) -> PanopticDataset:
+    """COCO panoptic ground truth; ``locate`` maps an image file name of the JSON to its path (default images/NAME)."""
     try:
         data = json.loads(annotations.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -156,7 +175,7 @@ def load_coco_panoptic(images: Path, annotations: Path, png_dir: Path) -> Panopt
     entries = []
     for annotation in data["annotations"]:
         image_name = files.get(annotation["image_id"], Path(annotation["file_name"]).stem + ".jpg")
-        image = images / image_name
+        image = locate(image_name) if locate else images / image_name
         if not image.exists():
             alternatives = list(images.glob(Path(image_name).stem + ".*"))
             if not alternatives:
@@ -174,30 +193,123 @@ def load_coco_panoptic(images: Path, annotations: Path, png_dir: Path) -> Panopt
     return PanopticDataset(entries, categories)
 
 
-def cityscapes_dataset(root: Path, split: str, task: str):
-    images = root / "leftImg8bit" / split
-    if not images.is_dir():
-        raise DatasetError(f"{images}: missing; a Cityscapes root has leftImg8bit/{split} and gtFine/{split}")
-    if task == "panoptic":
-        return load_coco_panoptic(images, root / "gtFine" / f"cityscapes_panoptic_{split}.json",
-                                  root / "gtFine" / f"cityscapes_panoptic_{split}")
-    first = next(images.rglob("*_leftImg8bit.png"), None)
+def _train_id_dataset(images: Path, labels: Path, image_suffix: str, label_stem: str, layout: str) -> SemanticDataset:
+    """Cityscapes-style labels next to ``*IMAGE_SUFFIX`` images: ``*{label_stem}labelTrainIds.png`` (the 19 train
+    ids) where the first image has one, else ``*{label_stem}labelIds.png`` mapped to them."""
+    for folder in (images, labels):
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: missing; {layout}")
+    first = next(iter(sorted(images.rglob(f"*{image_suffix}"))), None)
     if first is None:
-        raise DatasetError(f"{images}: no *_leftImg8bit.png images")
-    stem = str(first.relative_to(images)).replace("_leftImg8bit.png", "")
-    use_train_ids = (root / "gtFine" / split / f"{stem}_gtFine_labelTrainIds.png").exists()
-    suffix = "_gtFine_labelTrainIds.png" if use_train_ids else "_gtFine_labelIds.png"
-    labels = root / "gtFine" / split
+        raise DatasetError(f"{images}: no *{image_suffix} images; {layout}")
+    stem = str(first.relative_to(images)).removesuffix(image_suffix)
+    use_train_ids = (labels / f"{stem}{label_stem}labelTrainIds.png").exists()
+    suffix = f"{label_stem}labelTrainIds.png" if use_train_ids else f"{label_stem}labelIds.png"
 
     def label_for(image: Path) -> Path:
-        return labels / str(image.relative_to(images)).replace("_leftImg8bit.png", suffix)
+        return labels / (str(image.relative_to(images)).removesuffix(image_suffix) + suffix)
 
-    pairs = _pairs(images, labels, label_for)
+    pairs = _pairs(images, labels, label_for, f"*{image_suffix}")
     return SemanticDataset(pairs, list(CITYSCAPES_CLASSES), None if use_train_ids else LABEL_ID_TO_TRAIN_ID)
 
 
+CITYSCAPES_LAYOUT = "a Cityscapes root has leftImg8bit/{split}/CITY/*_leftImg8bit.png and gtFine/{split}/CITY/"
+
+
+def cityscapes_dataset(root: Path, split: str, task: str):
+    if task == "panoptic":
+        return cityscapes_panoptic_dataset(root, split)
+    return _train_id_dataset(root / "leftImg8bit" / split, root / "gtFine" / split, "_leftImg8bit.png", "_gtFine_",
+                             CITYSCAPES_LAYOUT.format(split=split))
+
+
+def cityscapes_panoptic_dataset(root: Path, split: str) -> PanopticDataset:
+    """cityscapesScripts' panoptic ground truth: ``gtFine/cityscapes_panoptic_{split}.json`` + its PNG folder.
+
+    Categories are Cityscapes label ids (7 road ... 33 bicycle); the JSON names images without their
+    city folder (``aachen_000000_000019_leftImg8bit.png`` lives in ``leftImg8bit/{split}/aachen/``).
+    """
+    images = root / "leftImg8bit" / split
+    annotations = root / "gtFine" / f"cityscapes_panoptic_{split}.json"
+    png_dir = root / "gtFine" / f"cityscapes_panoptic_{split}"
+    made_by = "cityscapesScripts' createPanopticImgs (csCreatePanopticImgs) writes it"
+    if not images.is_dir():
+        raise DatasetError(f"{images}: missing; {CITYSCAPES_LAYOUT.format(split=split)}")
+    for path, what in ((annotations, "file"), (png_dir, "folder")):
+        if not path.exists():
+            raise DatasetError(f"{path}: missing; the Cityscapes panoptic {what} of {made_by}")
+
+    def locate(name: str) -> Path:
+        in_city = images / name.split("_")[0] / Path(name).name
+        return in_city if in_city.exists() else images / name
+
+    dataset = load_coco_panoptic(images, annotations, png_dir, locate)
+    strange = sorted(set(dataset.categories) - set(CITYSCAPES_LABEL_IDS))
+    if strange:
+        raise DatasetError(f"{annotations}: category id {strange[0]} is not a Cityscapes label id of the 19 classes "
+                           "(7..33); regenerate it without --use-train-id")
+    return dataset
+
+
+def acdc_dataset(root: Path, split: str, conditions: tuple[str, ...] = ()) -> SemanticDataset:
+    """ACDC: ``rgb_anon/COND/SPLIT/SEQ/*_rgb_anon.png`` + ``gt/COND/SPLIT/SEQ/*_gt_labelTrainIds.png``.
+
+    ``conditions``: any of fog, night, rain, snow (default all four). DAFormer's restructured copy
+    (``rgb_anon/SPLIT/`` + ``gt/SPLIT/``, every condition together) is read too.
+    """
+    rgb, gt = root / "rgb_anon", root / "gt"
+    layout = (f"an ACDC root has rgb_anon/{{fog,night,rain,snow}}/{split}/SEQUENCE/*_rgb_anon.png and "
+              f"gt/CONDITION/{split}/SEQUENCE/*_gt_labelTrainIds.png (ground truth for train and val only)")
+    unknown = [c for c in conditions if c not in ACDC_CONDITIONS]
+    if unknown:
+        raise DatasetError(f"acdc: unknown condition {unknown[0]!r}; use {', '.join(ACDC_CONDITIONS)} "
+                           "(acdc:ROOT for all, acdc:ROOT,night for one)")
+    if not rgb.is_dir():
+        raise DatasetError(f"{rgb}: missing; {layout}")
+    if (rgb / split).is_dir() and not any((rgb / c).is_dir() for c in ACDC_CONDITIONS):
+        if conditions:
+            raise DatasetError(f"{rgb / split}: a restructured ACDC copy (every condition in one folder) cannot be "
+                               "split by condition; use acdc:ROOT, or the original rgb_anon/CONDITION/ layout")
+        return _train_id_dataset(rgb / split, gt / split, "_rgb_anon.png", "_gt_", layout)
+    parts = {condition: _train_id_dataset(rgb / condition / split, gt / condition / split, "_rgb_anon.png", "_gt_",
+                                          layout) for condition in conditions or ACDC_CONDITIONS}
+    if len({part.label_map is None for part in parts.values()}) > 1:
+        raise DatasetError(f"{gt}: some conditions have *_gt_labelTrainIds.png and others only *_gt_labelIds.png; "
+                           "give every condition the same label files")
+    pairs = [(f"{condition}/{name}", image, label) for condition, part in parts.items()
+             for name, image, label in part.pairs]
+    return SemanticDataset(pairs, list(CITYSCAPES_CLASSES), next(iter(parts.values())).label_map)
+
+
+def dark_zurich_dataset(root: Path, split: str) -> SemanticDataset:
+    """Dark Zurich: ``rgb_anon/SPLIT/night/SEQ/*_rgb_anon.png`` + ``gt/SPLIT/night/SEQ/*_gt_labelTrainIds.png``."""
+    layout = (f"a Dark Zurich root has rgb_anon/{split}/night/SEQUENCE/*_rgb_anon.png and gt/{split}/night/SEQUENCE/"
+              "*_gt_labelTrainIds.png (Dark_Zurich_val_anon.zip; the test split is scored on its server)")
+    return _train_id_dataset(root / "rgb_anon" / split, root / "gt" / split, "_rgb_anon.png", "_gt_", layout)
+
+
+def mapillary_dataset(root: Path, split: str) -> SemanticDataset:
+    """Mapillary Vistas v1.2: ``validation/images/*.jpg`` + ``validation/labels/*.png`` (palette PNGs of class
+    ids 0..65; a v2.0 download keeps them in ``validation/v1.2/labels``), mapped to the Cityscapes train ids."""
+    folder = root / MAPILLARY_SPLITS.get(split, split)
+    images = folder / "images"
+    labels = next((p for p in (folder / "labels", folder / "v1.2" / "labels") if p.is_dir()), folder / "labels")
+    for path in (images, labels):
+        if not path.is_dir():
+            raise DatasetError(f"{path}: missing; a Mapillary Vistas root has {folder.name}/images/*.jpg and "
+                               f"{folder.name}/labels/*.png (v1.2 labels; v2.0 downloads: {folder.name}/v1.2/labels)")
+    pairs = _pairs(images, labels, lambda p: (labels / p.relative_to(images)).with_suffix(".png"))
+    return SemanticDataset(pairs, list(CITYSCAPES_CLASSES), MAPILLARY_TO_TRAIN_ID,
+                           id_range=(65, "a Mapillary Vistas v1.2 class id"))
+
+
+KINDS = ("cityscapes:ROOT | cityscapes-panoptic:ROOT | acdc:ROOT[,CONDITION...] | darkzurich:ROOT | mapillary:ROOT | "
+         "coco-panoptic:IMAGES,JSON,PNG_DIR | folder:ROOT | images:ROOT")
+PANOPTIC_KINDS = ("coco-panoptic", "cityscapes-panoptic")
+
+
 def open_dataset(spec: str, split: str = "val", task: str = "semantic"):
-    """``cityscapes:ROOT``, ``coco-panoptic:IMAGES,JSON,PNG_DIR``, ``folder:ROOT`` or ``images:ROOT``.
+    """A dataset from its spec, ``KIND:PATH`` (:data:`KINDS`).
 
     ``task="images"`` gives the images of any of them without labels (``images:ROOT`` needs none).
     """
@@ -205,25 +317,35 @@ def open_dataset(spec: str, split: str = "val", task: str = "semantic"):
     if task == "images":
         if kind == "images":
             return image_folder(Path(path))
-        labelled = open_dataset(spec, split, "panoptic" if kind == "coco-panoptic" else "semantic")
+        labelled = open_dataset(spec, split, "panoptic" if kind in PANOPTIC_KINDS else "semantic")
         items = labelled.pairs if isinstance(labelled, SemanticDataset) else [
             (name, entry.image) for name, entry in labelled.entries]
         return ImageDataset([(item[0], item[1]) for item in items])
     if kind == "images":
         raise DatasetError("images:ROOT has no labels; it serves recalibration and --unsupervised only")
+    if kind == "cityscapes-panoptic" and task != "panoptic":
+        raise DatasetError("cityscapes-panoptic ground truth is panoptic; evaluate it with --task panoptic")
+    if kind in ("folder", "acdc", "darkzurich", "mapillary") and task != "semantic":
+        raise DatasetError(f"{kind} datasets are semantic; use cityscapes-panoptic or coco-panoptic for panoptic data")
     if kind == "folder":
-        if task != "semantic":
-            raise DatasetError("folder datasets are semantic; use coco-panoptic for panoptic data")
         return folder_dataset(Path(path))
     if kind == "cityscapes":
         return cityscapes_dataset(Path(path), split, task)
+    if kind == "cityscapes-panoptic":
+        return cityscapes_panoptic_dataset(Path(path), split)
+    if kind == "acdc":
+        root, *conditions = path.split(",")
+        return acdc_dataset(Path(root), split, tuple(c for c in conditions if c))
+    if kind == "darkzurich":
+        return dark_zurich_dataset(Path(path), split)
+    if kind == "mapillary":
+        return mapillary_dataset(Path(path), split)
     if kind == "coco-panoptic":
         parts = path.split(",")
         if len(parts) != 3:
             raise DatasetError("coco-panoptic needs IMAGES,JSON,PNG_DIR (comma-separated)")
         return load_coco_panoptic(*(Path(p) for p in parts))
-    raise DatasetError(f"unknown dataset kind {kind!r}; use cityscapes:ROOT, "
-                       "coco-panoptic:IMAGES,JSON,PNG_DIR, folder:ROOT or images:ROOT")
+    raise DatasetError(f"unknown dataset kind {kind!r}; use {KINDS}")
 
 
 @dataclass(frozen=True)

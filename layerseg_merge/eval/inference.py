@@ -1,7 +1,9 @@
 """Batched, device-resident inference of segmentation models.
 
 Semantic models (``AutoModelForSemanticSegmentation``, imported mmseg models): logits
-upsampled to the label size, argmax on the device. Universal models
+upsampled to the label size, argmax on the device. Imported DAFormer / HRDA / MIC models run
+mmseg's own test pipeline (:mod:`layerseg_merge.eval.mmseg_pipeline`: cv2-style resize, two-step
+upsampling) as stored in their ``config.json``. Universal models
 (``AutoModelForUniversalSegmentation``): the image processor's own post-processing,
 its panoptic output converted to COCO ids in one pass.
 
@@ -29,6 +31,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 
 from layerseg_merge.eval.metrics import VOID, Segment
+from layerseg_merge.eval.mmseg_pipeline import MmsegPipeline, pipeline_settings, upsample_two_step
 from layerseg_merge.eval.preprocess import DevicePreprocessor, supports
 from layerseg_merge.eval.sliding import windows
 
@@ -135,6 +138,7 @@ class Segmenter:
         self.device = pick_device(device)
         imported = getattr(config, "layerseg_mmseg", None)  # an mmseg checkpoint (formats/mmseg.py)
         self.resizes_itself = False
+        self.mmseg_pipeline = None  # DAFormer / HRDA: mmseg's test pipeline instead of the image processor
         if imported and imported.get("kind") != "segformer":
             from layerseg_merge.formats.mmseg_model import load_mmseg_model
 
@@ -142,6 +146,11 @@ class Segmenter:
                 raise ValueError(f"{model_dir}: HRDA/MIC models slide as their config says (layerseg_mmseg.inference "
                                  "in config.json); drop --slide")
             self.model = load_mmseg_model(model_dir, imported, tensors).to(self.device)
+            self.mmseg_pipeline = pipeline_settings(imported, str(model_dir / "config.json"))
+            if preprocess == "processor":
+                raise ValueError(f"{model_dir}: an imported {imported.get('kind')} model runs its mmseg test pipeline "
+                                 "(layerseg_mmseg.test_pipeline in config.json), not an image processor; drop "
+                                 "--preprocess processor")
         else:
             loader = AutoModelForUniversalSegmentation if self.universal else AutoModelForSemanticSegmentation
             if tensors is None:
@@ -165,9 +174,11 @@ class Segmenter:
         if preprocess == "device" and not supports(self.processor):
             raise ValueError(f"{model_dir}: {type(self.processor).__name__} cannot run on the device; use "
                              "--preprocess processor")
-        self.fast = preprocess != "processor" and supports(self.processor)
+        self.fast = self.mmseg_pipeline is not None or (preprocess != "processor" and supports(self.processor))
         self.amp, self.slide, self.crops_per_forward = amp, slide, max(1, crops_per_forward)
-        if self.fast:
+        if self.mmseg_pipeline is not None:
+            self.to_inputs = MmsegPipeline(self.mmseg_pipeline, self.device, resize=slide is None)
+        elif self.fast:
             self.to_inputs = DevicePreprocessor(self.processor, self.device, resize=slide is None)
         self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
         # A center/offset panoptic head (see center_offset.py) has extra output channels.
@@ -228,8 +239,11 @@ class Segmenter:
         """Float logits (B, K, H, W) at the label size (all images of the batch share ``sizes[0]``)."""
         if self.slide is not None:
             return torch.cat([self._slide(image[None], size) for image, size in zip(images, sizes)])
-        outputs = self._run(self.inputs(images))
-        return F.interpolate(outputs.logits.float(), size=sizes[0], mode="bilinear", align_corners=False)
+        inputs = self.inputs(images)
+        logits = self._run(inputs).logits.float()
+        if self.mmseg_pipeline is not None:  # mmseg: to the network input size, then to the image size
+            return upsample_two_step(logits, inputs["pixel_values"].shape[-2:], sizes[0])
+        return F.interpolate(logits, size=sizes[0], mode="bilinear", align_corners=False)
 
     # -------------------------------------------------------------------------------- tasks
 

@@ -5,7 +5,8 @@ split, LayerNorm eps) are those of ``shared/reference/mmseg-uda-checkpoints.md``
 
 An imported directory holds ``config.json`` (a transformers ``SegformerConfig`` whose
 ``architectures`` names the kind, plus ``layerseg_mmseg``: kind, MiT variant, head
-sizes, inference settings and the checkpoint's original ``meta``), ``model.safetensors``
+sizes, the mmseg test pipeline and test procedure (``test_pipeline``, ``inference``; see
+``formats/mmseg_config.py``) and the checkpoint's original ``meta``), ``model.safetensors``
 (the MiT backbone under transformers' SegFormer names, so that it lines up with Hugging
 Face SegFormers; the heads under their own mmseg names) and ``preprocessor_config.json``
 (the papers' ImageNet normalisation). A plain SegFormer (SegFormerHead) becomes an
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from layerseg_merge.checkpoint import CheckpointError
+from layerseg_merge.formats.mmseg_config import ConfigError, read_test_settings
 
 UDA_PREFIXES = ("model.", "ema_model.", "imnet_model.")
 ARCHITECTURES = {
@@ -47,8 +49,6 @@ MIT_VARIANTS = {
 MIT_HEADS = (1, 2, 5, 8)
 # mean/std of the papers' img_norm_cfg (0-255 scale, to_rgb=True) on the 0-1 scale.
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-# HRDA / MIC test-time settings of the released configs (gtaHR2csHR_hrda.py, gtaHR2csHR_mic_hrda.py).
-HRDA_INFERENCE = {"lr_scale": 0.5, "hr_crop": 512, "hr_stride": 256, "crop": 1024, "stride": 512}
 
 # Per block: original MiT name -> transformers (legacy, on-disk) SegFormer name.
 _BLOCK_NAMES = {
@@ -286,7 +286,8 @@ def _jsonable(value):
 
 
 def build_config(found: Detected, meta: dict, source: Path, weights: str, prefix: str,
-                 num_heads: tuple[int, ...] | None) -> dict:
+                 num_heads: tuple[int, ...] | None, test: tuple[dict, dict | None] | None = None) -> dict:
+    """config.json of an imported directory; ``test``: (test_pipeline, inference) of a DAFormer or HRDA model."""
     from transformers import SegformerConfig
 
     from layerseg_merge.eval.datasets import CITYSCAPES_CLASSES
@@ -312,13 +313,18 @@ def build_config(found: Detected, meta: dict, source: Path, weights: str, prefix
         "kind": found.kind, "variant": found.variant, "fusion": found.fusion, "channels": found.channels,
         "source": source.name, "weights": weights, "prefix": prefix, "meta": _jsonable(meta),
         "dilations": [1, 6, 12, 18],
-        **({"inference": dict(HRDA_INFERENCE)} if found.kind == "hrda" else {}),
+        **({"test_pipeline": test[0]} if test else {}),
+        **({"inference": test[1]} if test and test[1] else {}),
     }  # fmt: skip
     return data
 
 
 def preprocessor_config(kind: str) -> dict:
-    """The papers' normalisation; DAFormer and SegFormer test at half Cityscapes size, HRDA at full size."""
+    """The papers' normalisation; DAFormer and SegFormer test at half Cityscapes size, HRDA at full size.
+
+    For transformers tools: ``layerseg eval`` runs DAFormer and HRDA through
+    ``layerseg_mmseg.test_pipeline`` (mmseg's own resize) instead.
+    """
     return {
         "image_processor_type": "SegformerImageProcessor", "do_rescale": True, "rescale_factor": 1 / 255,
         "do_normalize": True, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD,
@@ -334,10 +340,17 @@ class Imported:
     prefix: str
     tensors: OrderedDict
     config: dict
+    notes: tuple[str, ...] = ()  # what the test settings follow, for the user
 
 
-def convert(path: str | Path, weights: str = "student", num_heads: tuple[int, ...] | None = None) -> Imported:
-    """Read and convert a checkpoint in memory (nothing is written)."""
+def convert(path: str | Path, weights: str = "student", num_heads: tuple[int, ...] | None = None,
+            config_file: str | Path | None = None, test_scale: tuple[int, int] | None = None) -> Imported:
+    """Read and convert a checkpoint in memory (nothing is written).
+
+    DAFormer / HRDA test settings (``layerseg_mmseg.test_pipeline`` and ``inference``) come from
+    ``config_file``, else the checkpoint's meta config, else the released ones
+    (:func:`layerseg_merge.formats.mmseg_config.read_test_settings`); ``test_scale`` (w, h) overrides img_scale.
+    """
     path = Path(path)
     container = load_container(path)
     meta = container.get("meta") if isinstance(container.get("meta"), dict) else {}
@@ -348,7 +361,20 @@ def convert(path: str | Path, weights: str = "student", num_heads: tuple[int, ..
     if found.kind == "segformer":
         tensors = _rename(tensors, _SEGFORMER_HEAD)
     tensors = OrderedDict((k, v.contiguous()) for k, v in tensors.items())
-    return Imported(found, weights, prefix, tensors, build_config(found, meta, path, weights, prefix, num_heads))
+    test, notes = None, []
+    if found.kind in ("daformer", "hrda"):
+        try:
+            pipeline, inference, notes = read_test_settings(found.kind, meta, config_file, test_scale)
+        except ConfigError as error:
+            raise MmsegError(str(error)) from error
+        test = (pipeline, inference)
+        notes = [*notes, f"test pipeline: img_scale {tuple(pipeline['img_scale'])}, keep_ratio "
+                         f"{pipeline['keep_ratio']} ({pipeline['source']})"]
+    elif config_file is not None or test_scale is not None:
+        raise MmsegError(f"{path}: --config and --test-scale set the test pipeline of DAFormer and HRDA/MIC models; "
+                         f"this is {KIND_NAMES[found.kind]}")
+    config = build_config(found, meta, path, weights, prefix, num_heads, test)
+    return Imported(found, weights, prefix, tensors, config, tuple(notes))
 
 
 def write_model_dir(imported: Imported, directory: Path) -> None:

@@ -96,15 +96,42 @@ class HRDAHead(nn.Module):
         self.scale_attention = DAFormerHead(in_channels, channels, num_classes, "conv1")
 
 
+INFERENCE_KEYS = {"daformer": {"crop", "stride"}, "hrda": {"lr_scale", "hr_crop", "hr_stride", "crop", "stride"}}
+
+
+def checked_inference(settings: dict, where: str) -> dict:
+    """``layerseg_mmseg.inference``: {} (DAFormer ``whole``), DAFormer ``slide`` windows, or HRDA's settings."""
+    kind, inference = settings["kind"], settings.get("inference") or {}
+    if not isinstance(inference, dict):
+        raise ValueError(f"{where}: layerseg_mmseg.inference must be an object")
+    expected = INFERENCE_KEYS[kind]
+    if inference and set(inference) != expected:
+        wrong = sorted(set(inference) ^ expected)[0]
+        state = "missing" if wrong in expected else "unknown"
+        raise ValueError(f"{where}: layerseg_mmseg.inference of a {kind} model needs exactly "
+                         f"{', '.join(sorted(expected))} ({wrong!r} is {state})")
+    if kind == "hrda" and not inference:
+        raise ValueError(f"{where}: an HRDA/MIC model needs layerseg_mmseg.inference ({', '.join(sorted(expected))})")
+    for key, value in inference.items():
+        if key == "lr_scale":
+            if not (isinstance(value, int | float) and 0 < value < 1):
+                raise ValueError(f"{where}: layerseg_mmseg.inference.lr_scale must be in (0, 1); got {value!r}")
+        elif not (isinstance(value, int) and value > 0):
+            raise ValueError(f"{where}: layerseg_mmseg.inference.{key} must be a positive integer; got {value!r}")
+    return dict(inference)
+
+
 class MmsegSegmenter(nn.Module):
     """An imported DAFormer or HRDA/MIC model: ``model(pixel_values=...)`` returns an object with ``logits``.
 
-    DAFormer logits are at stride 4 (the caller upsamples them); HRDA runs its released test-time
-    procedure (outer sliding window, half-resolution context, high-resolution crops, scale
-    attention) and returns logits at the input size.
+    DAFormer ``whole`` (the released test_cfg): logits at stride 4, the caller upsamples them. With
+    sliding windows (HRDA always; DAFormer when its config says ``slide``), mmseg's ``slide_inference``
+    over the input: each window's logits at the window size, averaged where windows overlap. An
+    HRDA window runs HRDA's ``encode_decode``: half-resolution context, high-resolution detail crops,
+    scale attention.
     """
 
-    def __init__(self, encoder: nn.Module, settings: dict, config):
+    def __init__(self, encoder: nn.Module, settings: dict, config, where: str = "config.json"):
         super().__init__()
         self.encoder, self.kind, self.config = encoder, settings["kind"], config
         dims, channels, classes = list(config.hidden_sizes), settings["channels"], config.num_labels
@@ -113,19 +140,25 @@ class MmsegSegmenter(nn.Module):
             self.decode_head = DAFormerHead(dims, channels, classes, settings.get("fusion", "aspp"), dilations)
         else:
             self.decode_head = HRDAHead(dims, channels, classes, dilations)
-        self.inference = dict(settings.get("inference") or {})
+        self.inference = checked_inference(settings, where)
 
     def features(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         return list(self.encoder(pixel_values=pixels, output_hidden_states=True).hidden_states)
 
     def forward(self, pixel_values: torch.Tensor) -> SimpleNamespace:
-        if self.kind == "daformer":
+        if not self.inference:
             return SimpleNamespace(logits=self.decode_head(self.features(pixel_values)))
         height, width = pixel_values.shape[2:]
         crop, stride = self.inference["crop"], self.inference["stride"]
         boxes = windows(height, width, crop, stride)
         crops = torch.cat([pixel_values[:, :, y1:y2, x1:x2] for y1, x1, y2, x2 in boxes])
-        return SimpleNamespace(logits=stitch(self.hrda_window(crops), boxes, (height, width)))
+        window = self.hrda_window if self.kind == "hrda" else self.daformer_window
+        return SimpleNamespace(logits=stitch(window(crops), boxes, (height, width)))
+
+    def daformer_window(self, image: torch.Tensor) -> torch.Tensor:
+        """DAFormer's encode_decode for one batch of equal-size windows: logits at the window size."""
+        logits = self.decode_head(self.features(image))
+        return F.interpolate(logits, size=image.shape[2:], mode="bilinear", align_corners=False)
 
     def hrda_window(self, image: torch.Tensor) -> torch.Tensor:
         """HRDA's encode_decode for one batch of equal-size windows: logits at the window size."""
@@ -180,7 +213,7 @@ def load_mmseg_model(model_dir: str | Path, settings: dict, tensors: dict | None
     with quiet_transformers():  # the heads' tensors are "unexpected" for the encoder alone
         encoder = SegformerModel.from_pretrained(None, config=config, state_dict=tensors)
     set_mit_layer_norm_eps(encoder)
-    model = MmsegSegmenter(encoder, settings, config)
+    model = MmsegSegmenter(encoder, settings, config, str(Path(model_dir) / "config.json"))
     head = {k[len("decode_head."):]: v for k, v in tensors.items() if k.startswith("decode_head.")}
     model.decode_head.load_state_dict(head, strict=True)
     return model.eval()

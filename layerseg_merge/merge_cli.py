@@ -1,11 +1,21 @@
-"""``layerseg merge``: mergekit-yaml with strict recipes and safe, atomic output."""
+"""``layerseg merge``: mergekit-yaml with strict recipes and safe, atomic output.
+
+Start-up is kept short: the recipe file, its YAML, the output path and the inputs' existence
+are checked before mergekit or torch is imported (that takes seconds), and ``--help`` lists
+mergekit's options from :mod:`layerseg_merge.merge_options` without importing it.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
-from mergekit.options import add_merge_options
 
 from layerseg_merge.errors import reported
+from layerseg_merge.merge_options import given_arguments, merge_option_params, parse_merge_options
+
+MERGEKIT_OPTIONS, _ = merge_option_params()
 
 
 def _check_device(merge_options) -> None:
@@ -18,26 +28,53 @@ def _check_device(merge_options) -> None:
                                        "torch can use; drop the option to merge on the CPU")
 
 
-@click.command("merge")
+def _is_local(path: str) -> bool:
+    from layerseg_merge.hub import is_hub_id
+
+    return not is_hub_id(path.split("@", 1)[0])
+
+
+def quick_checks(recipe: str, out: str, overwrite: bool) -> None:
+    """What fails without mergekit: the recipe file and its YAML, the output path, missing local models."""
+    from layerseg_merge.output import check_replaceable, check_target
+    from layerseg_merge.recipe_yaml import RecipeError, model_paths, read_recipe_file
+
+    data, _ = read_recipe_file(recipe)
+    local = [path for path in model_paths(data) if _is_local(path)]
+    for path in local:
+        if not os.path.exists(path.split("@", 1)[0]) and "+" not in path:
+            raise RecipeError(f"{recipe}: model {path} not found: no such folder or checkpoint file (relative paths "
+                              f"start at the current directory, {os.getcwd()})")
+    target = Path(out)
+    check_target(target, [p.split("@", 1)[0] for p in local if "+" not in p], recipe)
+    check_replaceable(target, overwrite, "file" if out.lower().endswith(".pth") else "dir")
+
+
+@click.command("merge", params=MERGEKIT_OPTIONS)
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path())
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it holds a previous model output.")
 @click.option("--recalibrate", "recalibrate_data", default=None, metavar="KIND:PATH",
               help="re-estimate the merge's BatchNorm statistics on these target images (labels unused)")
 @click.option("--recalibrate-images", type=click.IntRange(min=1), default=None, help="use the first N images")
-@add_merge_options
-def merge(merge_options, recipe: str, out: str, overwrite: bool, recalibrate_data: str | None,
-          recalibrate_images: int | None) -> None:
+@click.pass_context
+def merge(ctx: click.Context, recipe: str, out: str, overwrite: bool, recalibrate_data: str | None,
+          recalibrate_images: int | None, **mergekit_options) -> None:
     """Merge the models of RECIPE into OUT (takes every mergekit-yaml option).
 
-    The result is written beside OUT and moved into place in one step only when
-    the merge succeeded (and, for layerwise_seg, holds exactly the anchor's
-    tensors). OUT may not be or hold an input, the current directory or the
-    recipe's folder; --overwrite replaces only a previous model output.
+    Models may be model folders, Hub ids or mmseg checkpoints (.pth, imported
+    once into a cache; see `layerseg cache`). OUT is a folder, or a .pth file to
+    export the merge in the anchor's mmseg format. The result is written beside
+    OUT and moved into place in one step only when the merge succeeded (and, for
+    layerwise_seg, holds exactly the anchor's tensors). OUT may not be or hold an
+    input, the current directory or the recipe's folder; --overwrite replaces
+    only a previous model output.
     """
     with reported("merge"):
+        quick_checks(recipe, out, overwrite)
         from layerseg_merge.api import merge as merge_recipe
 
+        merge_options = parse_merge_options(given_arguments(ctx, list(mergekit_options)))
         _check_device(merge_options)
         merge_recipe(recipe, out, overwrite=overwrite, options=merge_options, recalibrate=recalibrate_data,
                      recalibrate_images=recalibrate_images, log=lambda message: click.echo(message, err=True))

@@ -99,6 +99,13 @@ def check_target(target: Path, inputs: Iterable[str | Path] = (), recipe: str | 
     if target.is_symlink():
         raise OutputError(f"{target} is a symbolic link; give the real path of the output instead")
     out = _resolved(target)
+    guarded = [(Path.cwd(), "the current directory")]
+    if recipe is not None:
+        guarded.append((Path(recipe).resolve().parent, f"the folder of the recipe {recipe}"))
+    for place, what in guarded:  # "is the current directory" first: the plainest reason when it holds
+        relation = _related(out, _resolved(place))
+        if relation in ("is", "contains"):
+            raise OutputError(f"output {target} {relation} {what}; choose a new folder for the output")
     for item in inputs:
         relation = _related(out, _resolved(item))
         if relation:
@@ -107,13 +114,6 @@ def check_target(target: Path, inputs: Iterable[str | Path] = (), recipe: str | 
             if _related(_resolved(file), out) in ("is", "lies inside"):
                 raise OutputError(f"the input file {file} is a link into the output {target}: replacing the output "
                                   "would change that input; choose another output, or copy the file into the input")
-    guarded = [(Path.cwd(), "the current directory")]
-    if recipe is not None:
-        guarded.append((Path(recipe).resolve().parent, f"the folder of the recipe {recipe}"))
-    for place, what in guarded:
-        relation = _related(out, _resolved(place))
-        if relation in ("is", "contains"):
-            raise OutputError(f"output {target} {relation} {what}; choose a new folder for the output")
     if os.path.basename(os.path.normpath(str(target))) != target.name or target.name in ("", ".", ".."):
         raise OutputError(f"output {target} ends in '.' or '..' (it means {_resolved(target)}); write the output "
                           "folder's own path")

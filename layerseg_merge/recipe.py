@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from layerseg_merge.architectures import check_compatible, layout_of
 from layerseg_merge.hub import resolve_model_path
 from layerseg_merge.method import METHOD_NAME, check_parameter_keys
-from layerseg_merge.recipe_yaml import RecipeError, parse_yaml, read_recipe_file
+from layerseg_merge.recipe_yaml import RecipeError, parse_yaml, read_recipe_file, replace_model_paths
 from layerseg_merge.schedule import check_anchor_and_count, check_weights
 
 
@@ -20,27 +20,6 @@ def _validation_message(error: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "recipe"
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{where}: {first['msg']}{more}"
-
-
-def _replace_models(data: dict, replace) -> None:
-    """Apply ``replace`` to every model path string of a raw recipe (models, slices, modules, base_model)."""
-    def one(holder: dict, key: str) -> None:
-        if isinstance(holder, dict) and isinstance(holder.get(key), str):
-            holder[key] = replace(holder[key])
-
-    def section(part: dict) -> None:
-        one(part, "base_model")
-        for entry in part.get("models") or []:
-            one(entry, "model")
-        for piece in part.get("slices") or []:
-            one(piece, "base_model")
-            for source in (piece.get("sources") or []) if isinstance(piece, dict) else []:
-                one(source, "model")
-
-    section(data)
-    for module in (data.get("modules") or {}).values():
-        if isinstance(module, dict):
-            section(module)
 
 
 def import_checkpoint_models(data: dict, log=lambda message: None) -> dict[str, str]:
@@ -56,7 +35,7 @@ def import_checkpoint_models(data: dict, log=lambda message: None) -> dict[str, 
             imported[path] = str(imported_dir(path, log=log))
         return imported[path]
 
-    _replace_models(data, replace)
+    replace_model_paths(data, replace)
     if imported:
         evict(max_bytes(), keep={Path(p) for p in imported.values()}, log=log)
     return imported

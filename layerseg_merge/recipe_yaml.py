@@ -89,3 +89,31 @@ def read_recipe_file(path: str | Path) -> tuple[dict, str]:
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping with merge_method, models, ...")
     return data, source
+
+
+def replace_model_paths(data: dict, replace) -> None:
+    """Apply ``replace`` to every model path string of a raw recipe (models, slices, modules, base_model)."""
+    def one(holder: dict, key: str) -> None:
+        if isinstance(holder, dict) and isinstance(holder.get(key), str):
+            holder[key] = replace(holder[key])
+
+    def section(part: dict) -> None:
+        one(part, "base_model")
+        for entry in part.get("models") or []:
+            one(entry, "model")
+        for piece in part.get("slices") or []:
+            one(piece, "base_model")
+            for source in (piece.get("sources") or []) if isinstance(piece, dict) else []:
+                one(source, "model")
+
+    section(data)
+    for module in (data.get("modules") or {}).values():
+        if isinstance(module, dict):
+            section(module)
+
+
+def model_paths(data: dict) -> list[str]:
+    """The model paths of a raw recipe, in recipe order, each once."""
+    found: list[str] = []
+    replace_model_paths(data, lambda path: found.append(path) or path)
+    return list(dict.fromkeys(found))

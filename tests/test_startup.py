@@ -37,12 +37,51 @@ def test_help_and_version_import_no_heavy_library():
         assert not set(loaded) & {"torch", "mergekit", "transformers"}, (args, loaded)
 
 
-def test_import_time_of_the_command_line_is_small():
-    result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import layerseg_merge.cli"],
-                            capture_output=True, text=True)
-    cumulative = {line.split("|")[2].strip(): int(line.split("|")[1]) for line in result.stderr.splitlines()
-                  if line.startswith("import time:") and "|" in line and line.split("|")[1].strip().isdigit()}
-    assert cumulative["layerseg_merge.cli"] < 500_000  # microseconds; target 1 s for `layerseg --help` in all
+def test_merge_help_and_early_errors_import_no_heavy_library(tmp_path, segformers):
+    """`layerseg merge` answers at once: its --help and the errors found before merging need no mergekit."""
+    assert not set(run_command("merge", "--help")["loaded"]) & set(HEAVY)
+    recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("x")
+    (tmp_path / "bad.yaml").write_text("models: [")
+    missing = write_recipe(tmp_path / "missing.yaml", [segformers[0], tmp_path / "gone"], segformers[0])
+    cases = {"no such recipe file": ("nothere.yaml", tmp_path / "o1"),
+             "not valid YAML": (tmp_path / "bad.yaml", tmp_path / "o2"),
+             "is not empty; pass --overwrite": (recipe, tmp_path / "full"),
+             "is the current directory": (recipe, "."),
+             f"model {tmp_path / 'gone'} not found": (missing, tmp_path / "o3")}
+    script = RUN_COMMAND.replace("except SystemExit:", "except Exception as error:\n    print(error)\nexcept SystemExit:")
+    for message, (recipe_path, out) in cases.items():
+        result = subprocess.run([sys.executable, "-c", script, "merge", str(recipe_path), str(out)], capture_output=True,
+                                text=True, cwd=tmp_path)
+        assert message in result.stdout + result.stderr, (message, result.stdout, result.stderr[-1000:])
+        loaded = json.loads(result.stdout.strip().splitlines()[-1])["loaded"]
+        assert not set(loaded) & {"mergekit", "torch"}, (message, loaded)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
+
+
+def test_the_shipped_merge_options_are_those_of_the_installed_mergekit():
+    """`layerseg merge --help` lists mergekit's options from merge_options.json: it must not drift."""
+    from layerseg_merge.merge_options import SPEC, live_spec
+
+    assert json.loads(SPEC.read_text()) == json.loads(json.dumps(live_spec())), (
+        "mergekit's options changed: run `python -m layerseg_merge.merge_options`")
+
+
+def test_merge_options_reach_mergekit(tmp_path, segformers):
+    """Options parsed from the shipped description are parsed again by mergekit (shard sizes, flags, counts)."""
+    from click.testing import CliRunner
+
+    from layerseg_merge.cli import main
+
+    recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
+    result = CliRunner().invoke(main, ["merge", str(recipe), str(tmp_path / "out"), "--out-shard-size", "20K",
+                                       "--no-write-model-card", "-v", "--quiet"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "model.safetensors.index.json" in names and "README.md" not in names, names
+    result = CliRunner().invoke(main, ["merge", str(recipe), str(tmp_path / "bad"), "--out-shard-size", "lots"])
+    assert result.exit_code != 0 and "lots" in result.output
 
 
 def test_score_and_compare_never_import_torch_mergekit_or_transformers(tmp_path):

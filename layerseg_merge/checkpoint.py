@@ -14,9 +14,7 @@ from pathlib import Path
 
 import torch
 
-
-class CheckpointError(ValueError):
-    """A checkpoint directory or file that cannot be read; the message names it and what to do."""
+from layerseg_merge.errors import CheckpointError  # noqa: F401  (raised here; defined where nothing heavy loads)
 
 
 @dataclass(frozen=True)

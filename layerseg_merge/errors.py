@@ -62,3 +62,7 @@ def reported(action: str, expected: tuple[type[BaseException], ...] = EXPECTED) 
             raise click.ClickException(describe(error, action)) from error
         raise click.ClickException(f"{action} failed: {type(error).__name__}: {one_line(error)} "
                                    "(unexpected; set LAYERSEG_DEBUG=1 for the traceback and report it)") from error
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory or file that cannot be read; the message names it and what to do."""

@@ -50,10 +50,11 @@ def test_merge_help_and_early_errors_import_no_heavy_library(tmp_path, segformer
              "is not empty; pass --overwrite": (recipe, tmp_path / "full"),
              "is the current directory": (recipe, "."),
              f"model {tmp_path / 'gone'} not found": (missing, tmp_path / "o3")}
-    script = RUN_COMMAND.replace("except SystemExit:", "except Exception as error:\n    print(error)\nexcept SystemExit:")
+    script = RUN_COMMAND.replace("except SystemExit:",
+                                 "except Exception as error:\n    print(error)\nexcept SystemExit:")
     for message, (recipe_path, out) in cases.items():
-        result = subprocess.run([sys.executable, "-c", script, "merge", str(recipe_path), str(out)], capture_output=True,
-                                text=True, cwd=tmp_path)
+        result = subprocess.run([sys.executable, "-c", script, "merge", str(recipe_path), str(out)],
+                                capture_output=True, text=True, cwd=tmp_path)
         assert message in result.stdout + result.stderr, (message, result.stdout, result.stderr[-1000:])
         loaded = json.loads(result.stdout.strip().splitlines()[-1])["loaded"]
         assert not set(loaded) & {"mergekit", "torch"}, (message, loaded)

@@ -128,3 +128,21 @@ def test_unknown_segment_and_category_are_named():
         PanopticMetric(CATS).update(T([[7]]), [seg(7, 42)], T([[5]]), [seg(5, 1)], name="img.png")
     with pytest.raises(LabelError, match="segment 6 is in the JSON but not in the PNG"):
         PanopticMetric(CATS).update(T([[7]]), [seg(7, 1)], T([[5]]), [seg(5, 1), seg(6, 1)])
+
+
+def test_both_metrics_share_one_summed_state_that_resets():
+    from layerseg_merge.eval.metrics import PanopticMetric, SemanticMetric, Segment, SummedMetric
+
+    semantic = SemanticMetric(3)
+    semantic.update(np.array([[0, 1], [2, 2]]), np.array([[0, 1], [2, 1]]))
+    semantic.update(np.array([[0, 1], [2, 2]]), np.array([[0, 1], [2, 1]]))
+    assert semantic.confusion.sum() == 8 and semantic.compute()["aAcc"] == 0.75
+    panoptic = PanopticMetric({1: False, 2: True})
+    ids = np.array([[1, 1], [2, 2]])
+    panoptic.update(ids, [Segment(1, 1), Segment(2, 2)], ids, [Segment(1, 1), Segment(2, 2)])
+    assert panoptic.compute()["All"]["pq"] == 1.0
+    for metric in (semantic, panoptic):
+        assert isinstance(metric, SummedMetric)
+        metric.reset()
+        assert all(not value.any() for value in metric.state)
+    assert panoptic.compute()["All"]["n"] == 0

@@ -120,7 +120,40 @@ def _nanmean(values: np.ndarray) -> float:
         return float(np.nanmean(values))
 
 
-class SemanticMetric:
+class SummedMetric:
+    """A metric whose state is a few arrays summed over images and over ranks (torchmetrics' ``add_state(...,
+    dist_reduce_fx="sum")``): :meth:`add` per image, :meth:`reduce` across ``torch.distributed`` ranks, then
+    the subclass's ``compute``. The state lives where the first image's arrays live (numpy, or torch on a device).
+    """
+
+    def __init__(self) -> None:
+        self._state: list | None = None
+
+    def _empty(self) -> list:
+        """The state before any image (numpy zeros)."""
+        raise NotImplementedError
+
+    @property
+    def state(self) -> list:
+        return self._empty() if self._state is None else self._state
+
+    def _add(self, values: Sequence) -> None:
+        if self._state is None:
+            self._state = [v.clone() if hasattr(v, "clone") else v.copy() for v in values]
+        else:
+            ops = _Arrays(self._state[0])
+            for total, value in zip(self._state, values):
+                total += ops.adopt(value)
+
+    def reduce(self, device="cpu") -> None:
+        """Sum the state over torch.distributed ranks (``device``: where the collective runs)."""
+        self._state = _reduce(self.state, device)
+
+    def reset(self) -> None:
+        self._state = None
+
+
+class SemanticMetric(SummedMetric):
     """Dataset-level confusion counts for mIoU, aAcc, mAcc (mmsegmentation ``IoUMetric``).
 
     The state is an int64 matrix of shape [C, C + 1]: rows are ground-truth classes,
@@ -132,16 +165,17 @@ class SemanticMetric:
     def __init__(self, num_classes: int, ignore_index: int = 255):
         if num_classes < 1:
             raise LabelError(f"the number of classes must be at least 1; got {num_classes}")
+        super().__init__()
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self._confusion = None
         self._pending: list[tuple[str, object, object]] = []  # deferred range checks: (name, bad label, bad pred)
+
+    def _empty(self) -> list:
+        return [np.zeros((self.num_classes, self.num_classes + 1), dtype=np.int64)]
 
     @property
     def confusion(self):
-        if self._confusion is None:
-            return np.zeros((self.num_classes, self.num_classes + 1), dtype=np.int64)
-        return self._confusion
+        return self.state[0]
 
     def update(self, prediction, label, name: str = "<image>", defer: bool = False) -> None:
         """Add one image (or a batch) of class-index maps of equal shape.
@@ -167,10 +201,7 @@ class SemanticMetric:
                              f"{ignore}; map it to a train id or to {ignore}")
 
     def add(self, confusion) -> None:
-        if self._confusion is None:
-            self._confusion = confusion.clone() if hasattr(confusion, "clone") else confusion.copy()
-        else:
-            self._confusion += _Arrays(self._confusion).adopt(confusion)
+        self._add([confusion])
 
     def image_stats(self, prediction, label, name: str = "<image>", defer: bool = False):
         """One image's confusion counts [C, C + 1], in the namespace (and on the device) of ``prediction``."""
@@ -224,9 +255,8 @@ class SemanticMetric:
         return confusion
 
     def reduce(self, device="cpu") -> None:
-        """Sum the state over torch.distributed ranks (``device``: where the collective runs)."""
         self._check_pending(keep=0)
-        (self._confusion,) = _reduce([self.confusion], device)
+        super().reduce(device)
 
     def compute(self, class_names: Sequence[str] | None = None) -> dict:
         self._check_pending(keep=0)
@@ -273,7 +303,7 @@ class PanopticStats:
 _LOOKUP: dict[str, object] = {}  # per device: an int32 table over the 24-bit id space, reused across images
 
 
-class PanopticMetric:
+class PanopticMetric(SummedMetric):
     """Per-category TP/FP/FN counts and matched-IoU sums (panopticapi ``pq_compute``).
 
     ``categories`` maps category id -> isthing. Several crowd segments of one
@@ -290,17 +320,15 @@ class PanopticMetric:
         for category, thing in self.categories.items():
             self.known[category] = True
             self.isthing[category] = bool(thing)
-        self._state: list | None = None
+        super().__init__()
 
-    def _get(self, index: int, dtype):
-        if self._state is None:
-            return np.zeros(len(self.known), dtype=dtype)
-        return self._state[index]
+    def _empty(self) -> list:
+        return [np.zeros(len(self.known), dtype=dtype) for dtype in (np.int64, np.int64, np.int64, np.float64)]
 
-    tp = property(lambda self: self._get(0, np.int64))
-    fp = property(lambda self: self._get(1, np.int64))
-    fn = property(lambda self: self._get(2, np.int64))
-    iou = property(lambda self: self._get(3, np.float64))
+    tp = property(lambda self: self.state[0])
+    fp = property(lambda self: self.state[1])
+    fn = property(lambda self: self.state[2])
+    iou = property(lambda self: self.state[3])
 
     def _table(self, ops: _Arrays, ids, segments: Sequence[Segment], name: str, side: str):
         """Compact index per pixel (0 = VOID), and per index: category, crowd; the keys.
@@ -347,13 +375,7 @@ class PanopticMetric:
         return stats.area_mismatches
 
     def add(self, stats: PanopticStats) -> None:
-        values = [stats.tp, stats.fp, stats.fn, stats.iou]
-        if self._state is None:
-            self._state = [v.clone() if hasattr(v, "clone") else v.copy() for v in values]
-        else:
-            ops = _Arrays(self._state[0])
-            for total, value in zip(self._state, values):
-                total += ops.adopt(value)
+        self._add([stats.tp, stats.fp, stats.fn, stats.iou])
 
     def image_stats(self, pred_ids, pred_segments: Sequence[Segment], gt_ids, gt_segments: Sequence[Segment],
                     name: str = "<image>") -> PanopticStats:
@@ -402,10 +424,6 @@ class PanopticMetric:
                          "float64"),
             area_mismatches=tuple(mismatches),
         )
-
-    def reduce(self, device="cpu") -> None:
-        """Sum the state over torch.distributed ranks (``device``: where the collective runs)."""
-        self._state = _reduce([self.tp, self.fp, self.fn, self.iou], device)
 
     def compute(self) -> dict:
         tp, fp, fn, iou = (_to_numpy(a).astype(np.float64) for a in (self.tp, self.fp, self.fn, self.iou))

@@ -131,7 +131,9 @@ def test_unknown_segment_and_category_are_named():
 
 
 def test_both_metrics_share_one_summed_state_that_resets():
-    from layerseg_merge.eval.metrics import PanopticMetric, SemanticMetric, Segment, SummedMetric
+    import numpy as np
+
+    from layerseg_merge.eval.metrics import PanopticMetric, Segment, SemanticMetric, SummedMetric
 
     semantic = SemanticMetric(3)
     semantic.update(np.array([[0, 1], [2, 2]]), np.array([[0, 1], [2, 1]]))

@@ -33,7 +33,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATI
 from layerseg_merge.eval.metrics import VOID, Segment
 from layerseg_merge.eval.mmseg_pipeline import MmsegPipeline, pipeline_settings, upsample_two_step
 from layerseg_merge.eval.preprocess import DevicePreprocessor, supports
-from layerseg_merge.eval.sliding import windows
+from layerseg_merge.eval.sliding import Stitcher, windows
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -154,7 +154,13 @@ class Segmenter:
         else:
             loader = AutoModelForUniversalSegmentation if self.universal else AutoModelForSemanticSegmentation
             if tensors is None:
-                self.model = loader.from_pretrained(model_dir)
+                try:
+                    self.model = loader.from_pretrained(model_dir)
+                except Exception:  # a bad or unsafe weights file: the reader's own message names it
+                    from layerseg_merge.checkpoint import read_tensor_headers
+
+                    read_tensor_headers(model_dir)
+                    raise
             else:
                 model_class = loader._model_mapping[type(config)]  # the Auto classes take no state dict alone
                 with quiet_transformers():
@@ -262,7 +268,7 @@ class Segmenter:
         pixels = self.inputs(image, resize=False)["pixel_values"]
         _, _, height, width = pixels.shape
         boxes = windows(height, width, crop, stride)
-        total = count = None
+        stitcher = Stitcher((height, width))
         for first in range(0, len(boxes), self.crops_per_forward):
             chunk = boxes[first:first + self.crops_per_forward]
             shapes = {(y2 - y1, x2 - x1) for y1, x1, y2, x2 in chunk}
@@ -271,14 +277,9 @@ class Segmenter:
                 crops = torch.cat([pixels[:, :, y1:y2, x1:x2] for y1, x1, y2, x2 in group])
                 logits = self._run({"pixel_values": crops}).logits.float()
                 y1, x1, y2, x2 = group[0]
-                logits = F.interpolate(logits, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False)
-                if total is None:
-                    total = torch.zeros(1, logits.shape[1], height, width, device=logits.device)
-                    count = torch.zeros(1, 1, height, width, device=logits.device)
-                for piece, (y1, x1, y2, x2) in zip(logits, group):
-                    total[0, :, y1:y2, x1:x2] += piece
-                    count[0, :, y1:y2, x1:x2] += 1
-        return F.interpolate(total / count, size=size, mode="bilinear", align_corners=False)
+                stitcher.add(F.interpolate(logits, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False),
+                             group)
+        return F.interpolate(stitcher.result(), size=size, mode="bilinear", align_corners=False)
 
     def require_panoptic(self) -> None:
         if not (self.universal or self.panoptic_head):

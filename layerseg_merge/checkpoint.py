@@ -8,7 +8,12 @@ that a broken file gives one clear message instead of a library traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pickle
+import pickletools
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,12 +98,97 @@ def read_safetensors_header(path: Path) -> dict[str, TensorHeader]:
     return headers
 
 
+# How torch's weights-only unpickler words a refused global (torch 2.4 .. 2.13).
+_BLOCKED_GLOBAL = re.compile(r"unsupported GLOBAL (\S+) whose module \S+ is blocked")
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_UNPICKLER_DETAIL = re.compile(r"WeightsUnpickler error:\s*(\S[^\n]*)")
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+# Globals of a plain weights file (tensors, OrderedDict, numpy arrays in the meta data).
+_PLAIN_GLOBALS = re.compile(r"(torch|collections|_codecs|numpy)\..+|builtins\.(set|frozenset|bytearray|slice|complex)")
+# Modules whose functions run commands or code: a global from one of them is an attack, not a stray object.
+_CODE_MODULES = {"os", "posix", "nt", "sys", "subprocess", "builtins", "runpy", "pty", "socket", "shutil",
+                 "importlib", "code", "pickle", "marshal", "ctypes", "webbrowser"}
+_STRING_OPCODES = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING",
+                   "STRING"}
+
+
+def _scan_globals(handle, limit: int, found: list[str]) -> None:
+    for _ in range(limit):  # torch's legacy format stores several pickles one after the other
+        strings: list[str] = []
+        memo: dict = {}
+        last = None
+        for opcode, argument, _ in pickletools.genops(handle):
+            name = opcode.name
+            if name in ("GLOBAL", "INST"):
+                found.append(".".join(str(argument).split(" ", 1)))
+            elif name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            if name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                memo[len(memo) if name == "MEMOIZE" else argument] = last
+                continue
+            last = memo.get(argument) if name in ("GET", "BINGET", "LONG_BINGET") else \
+                argument if name in _STRING_OPCODES else None
+            if isinstance(last, str | bytes):
+                strings.append(last.decode("latin-1") if isinstance(last, bytes) else last)
+
+
+def pickle_globals(path: Path, limit: int = 8) -> list[str]:
+    """The Python globals a pickle file (or a torch zip's ``data.pkl``) names, in order.
+
+    Read with :mod:`pickletools` (opcodes only: nothing is imported or called); the first ``limit``
+    pickles of the file.
+    """
+    found: list[str] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            if zipfile.is_zipfile(path):
+                archive = stack.enter_context(zipfile.ZipFile(path))
+                member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if member is None:
+                    return found
+                handle = stack.enter_context(archive.open(member))
+            else:
+                handle = stack.enter_context(open(path, "rb"))
+            _scan_globals(handle, limit, found)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # not a pickle, or past the last one
+        pass
+    return found
+
+
+def unpickling_refusal(path: Path, error: BaseException) -> str | None:
+    """The message for a weights-only load that stopped at a Python global, naming it; None for other failures."""
+    text = str(error)
+    name = None
+    if found := _BLOCKED_GLOBAL.search(text) or _REFUSED_GLOBAL.search(text):
+        name = found[1]
+    elif isinstance(error, pickle.UnpicklingError):  # torch stopped before any global (pickle protocol 4, say)
+        name = next((g for g in pickle_globals(path) if not _PLAIN_GLOBALS.fullmatch(g)), None)
+    if name is None:
+        return None
+    if "." not in name or name.split(".")[0] in _CODE_MODULES:  # torch drops "builtins." (eval, exec)
+        return (f"{path}: refused: unpickling it would call {name}, which can run any command on this machine, so it "
+                "was not loaded and nothing was run; do not use this file: get the checkpoint from a source you "
+                "trust")
+    return (f"{path}: loading it needs arbitrary unpickling (it stores the Python object {name} besides tensors and "
+            "plain values), which layerseg refuses (nothing was loaded or run); re-save it where it was made with "
+            "plain types only, e.g. torch.save({'meta': dict(meta), 'state_dict': dict(ckpt['state_dict'])}, path)")
+
+
+def unpickling_detail(error: BaseException) -> str:
+    """The informative line of a torch load error, without torch's generic weights-only preamble and advice."""
+    if found := _UNPICKLER_DETAIL.search(str(error)):
+        return found[1]
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if not line.startswith(_TORCH_BOILERPLATE)), type(error).__name__)
+
+
 def _read_pickle_header(path: Path) -> dict[str, TensorHeader]:
     try:
         state = torch.load(path, map_location="meta", weights_only=True)
     except Exception as error:  # torch raises several types for bad or unsafe pickles
-        raise CheckpointError(f"{path}: cannot be read safely as a weights-only PyTorch file "
-                              f"({str(error).splitlines()[0]}); convert it to safetensors") from error
+        raise CheckpointError(unpickling_refusal(path, error) or
+                              f"{path}: not a PyTorch weights file, or truncated ({unpickling_detail(error)}); "
+                              "re-save or re-download the model, or convert it to safetensors") from error
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds no state dict; save the model with save_pretrained()")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 
@@ -22,10 +24,47 @@ def one_line(error: BaseException) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def describe(error: BaseException, action: str) -> str:
-    """The message for ``error`` raised while doing ``action`` (e.g. "merge")."""
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        where = f" while writing {error.filename}" if error.filename else ""
+# The staging names of output.StagedOutput and write_file_atomically: ".NAME.partial-PID-XXXXXXXX".
+_STAGING = re.compile(r"\.(.+)\.partial-\d+-[0-9a-f]{8}")
+
+
+def user_path(path: str | os.PathLike) -> str:
+    """``path`` as the user named it: a staging folder or file shown as the output it becomes."""
+    return str(Path(*[m[1] if (m := _STAGING.fullmatch(part)) else part for part in Path(path).parts]))
+
+
+def disk_full(error: BaseException) -> bool:
+    """A full disk: ENOSPC, also as Rust writers (safetensors) word it in their message."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return f"(os error {errno.ENOSPC})" in str(error)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Errors of writing ``path`` that name no file, or a temporary one (a full disk, say), name ``path``."""
+    try:
+        yield
+    except Exception as error:
+        if disk_full(error):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from error
+        if isinstance(error, OSError) and error.errno and not error.filename:
+            raise OSError(error.errno, error.strerror or os.strerror(error.errno), str(path)) from error
+        raise
+
+
+def _command_output() -> str | None:
+    """The OUT of the running command (merge, import, eval --out ...): what a full disk stopped it writing."""
+    context = click.get_current_context(silent=True)
+    out = context.params.get("out") if context is not None else None
+    return str(out) if out else None
+
+
+def describe(error: BaseException, action: str, output: str | None = None) -> str:
+    """The message for ``error`` raised while doing ``action`` (e.g. "merge"); ``output``: what it was writing."""
+    if disk_full(error):
+        filename = getattr(error, "filename", None) or output
+        where = f" while writing {user_path(filename)}" if filename else ""
         return f"{action} failed: no space left on the device{where}; free some space or choose another output"
     if isinstance(error, OSError) and error.strerror:
         where = f" {error.filename}" if error.filename else ""
@@ -58,6 +97,8 @@ def reported(action: str, expected: tuple[type[BaseException], ...] = EXPECTED) 
             raise
         if isinstance(error, OutputError):
             raise click.ClickException(one_line(error)) from error
+        if disk_full(error):  # also from libraries that do not raise OSError (safetensors)
+            raise click.ClickException(describe(error, action, _command_output())) from error
         if isinstance(error, expected):
             raise click.ClickException(describe(error, action)) from error
         raise click.ClickException(f"{action} failed: {type(error).__name__}: {one_line(error)} "

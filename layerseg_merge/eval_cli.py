@@ -7,36 +7,57 @@ from pathlib import Path
 
 import click
 
-from layerseg_merge.errors import reported
+from layerseg_merge.errors import reported, writing
 from layerseg_merge.eval.reports import bar_chart, compare, markdown, per_class_values, write_json
 
 
-def _check_outputs(*paths: str | None, inputs: tuple[str, ...] = ()) -> None:
-    """Refuse unwritable report paths, or paths inside an input, before the work, not after it."""
+def _same_file(a: str, b: str) -> bool:
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    return Path(a).exists() and Path(b).exists() and Path(a).samefile(b)
+
+
+def _check_outputs(out: str | None, plot: str | None, inputs: tuple[str, ...] = ()) -> None:
+    """Refuse unwritable report paths, paths inside an input, or one file for both, before the work, not after it."""
     from layerseg_merge.output import check_writable_file
 
-    for path in paths:
+    for path in (out, plot):
         if path:
             check_writable_file(path, inputs)
+    if out and plot and _same_file(out, plot):
+        chart = Path(plot).with_name(f"{Path(plot).stem}-chart.png")
+        raise click.ClickException(f"--out and --plot name the same file {plot}: the chart would replace the report; "
+                                   f"give the chart its own file, e.g. --plot {chart}")
 
 
-def _finish(report: dict, out: str | None, plot: str | None, title: str) -> None:
+def _write(path: str, write, what: str):
+    """``write()`` for the file ``path``: a failure (a full disk, say) is one line naming it."""
+    with reported(what), writing(path):
+        return write()
+
+
+def _finish(report: dict, out: str | None, plot: str | None, title: str, what: str) -> None:
     click.echo(markdown(report))
     if out:
-        write_json(report, out)
+        _write(out, lambda: write_json(report, out), what)
         click.echo(f"report written to {out}", err=True)
     if plot:
-        bar_chart(per_class_values(report), plot, title)
+        _write(plot, lambda: bar_chart(per_class_values(report), plot, title), what)
         click.echo(f"per-class chart written to {plot}", err=True)
 
 
 def _slide(value: str | None) -> tuple[int, int] | None:
+    """``--slide CROP,STRIDE``: windows of CROP pixels every STRIDE pixels, which must not leave gaps."""
     if value is None:
         return None
     try:
         crop, stride = (int(v) for v in value.split(","))
-    except ValueError as error:
-        raise click.BadParameter("use CROP,STRIDE, e.g. 512,341") from error
+    except ValueError:
+        raise click.ClickException(f"--slide {value}: use CROP,STRIDE in pixels, e.g. 512,341") from None
+    if crop < 1 or stride < 1 or stride > crop:
+        raise click.ClickException(f"--slide {value}: CROP and STRIDE must be positive and STRIDE at most CROP "
+                                   "(windows of CROP pixels every STRIDE pixels; a larger stride leaves pixels out); "
+                                   "e.g. 512,341")
     return crop, stride
 
 
@@ -50,7 +71,9 @@ def _run(action, what: str = "evaluation"):
 @click.option("--data", required=True,
               help="cityscapes:ROOT | cityscapes-panoptic:ROOT | acdc:ROOT[,fog|night|rain|snow...] | darkzurich:ROOT "
               "| mapillary:ROOT | coco-panoptic:IMAGES,JSON,PNG_DIR | folder:ROOT")
-@click.option("--split", default="val", show_default=True)
+@click.option("--split", default="val", show_default=True,
+              help="for cityscapes, cityscapes-panoptic, acdc, darkzurich, mapillary; folder and coco-panoptic data "
+              "are read whole")
 @click.option("--task", type=click.Choice(["semantic", "panoptic"]), default="semantic", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto = CUDA when available, else CPU")
 @click.option("--batch-size", default=4, show_default=True)
@@ -71,23 +94,28 @@ def _run(action, what: str = "evaluation"):
 def eval_command(model, data, split, task, device, batch_size, amp, slide, workers, preprocess, compile_model, classes,
                  out, plot, card) -> None:
     """Run MODEL (a transformers directory) over a dataset and score it."""
+    from layerseg_merge.eval.datasets import input_paths
     from layerseg_merge.eval.evaluate import evaluate
+    from layerseg_merge.output import check_writable_file
 
-    data_paths = tuple(p for p in data.partition(":")[2].split(",") if p)
+    windows = _slide(slide)
+    data_paths = input_paths(data)
     _run(lambda: _check_outputs(out, plot, inputs=(model, *data_paths)))
+    model_card = str(Path(model) / "README.md")
     if card:  # the one file of MODEL this command may write
-        _run(lambda: _check_outputs(str(Path(model) / "README.md"), inputs=data_paths))
+        _run(lambda: check_writable_file(model_card, inputs=data_paths))
     report = _run(lambda: evaluate(model, data, split=split, task=task, device=device, batch_size=batch_size,
-                                   amp=amp, slide=_slide(slide), workers=workers, preprocess=preprocess,
+                                   amp=amp, slide=windows, workers=workers, preprocess=preprocess,
                                    compile=compile_model, classes=int(classes)))
     timing = report.pop("timing")
     click.echo(f"{timing['images']} images in {timing['seconds']:.1f} s on {timing['device']} "
-               f"({timing['images'] / max(timing['seconds'], 1e-9):.1f} img/s)", err=True)
-    _finish(report, out, plot, f"{Path(model).name} on {data}")
+               f"({timing['images'] / max(timing['seconds'], 1e-9):.1f} img/s; start-up before the first batch "
+               f"{timing['startup_seconds']:.1f} s, not counted)", err=True)
+    _finish(report, out, plot, f"{Path(model).name} on {data}", "evaluation")
     if card:
         from layerseg_merge.card import add_eval_result
 
-        written = _run(lambda: add_eval_result(model, report, data, split))
+        written = _write(model_card, lambda: add_eval_result(model, report, data, split), "evaluation")
         click.echo(f"result added to the model card {written}", err=True)
 
 
@@ -115,7 +143,7 @@ def score_semantic_command(gt_dir, pred_dir, num_classes, ignore_index, class_na
     names = [n for n in Path(class_names).read_text().splitlines() if n] if class_names else None
     report = _run(lambda: score_semantic(Path(gt_dir), Path(pred_dir), num_classes, ignore_index, names,
                                          workers=workers), "scoring")
-    _finish(report, out, plot, "per-class IoU")
+    _finish(report, out, plot, "per-class IoU", "scoring")
 
 
 @score.command("panoptic")
@@ -134,7 +162,7 @@ def score_panoptic_command(gt_json, gt_folder, pred_json, pred_folder, workers, 
     report = _run(lambda: score_panoptic(Path(gt_json), Path(gt_folder), Path(pred_json), Path(pred_folder),
                                          workers=workers, warn=lambda message: click.echo(message, err=True)),
                   "scoring")
-    _finish(report, out, plot, "per-category PQ")
+    _finish(report, out, plot, "per-category PQ", "scoring")
 
 
 def _read_report(path: str) -> dict:

@@ -138,3 +138,22 @@ def test_label_values_out_of_range_in_a_worker(tmp_path):
     Image.fromarray(array).save(label)
     assert_one_line_error(run("score", "semantic", "--gt", data / "labels", "--pred", data / "labels",
                               "--num-classes", "3"), "value 9 is outside [0, 2]")
+
+
+@pytest.mark.parametrize("damage,detail", [
+    (lambda p: p.write_bytes(b"garbage"), "Unsupported operand"),
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "failed finding central directory"),
+])
+def test_a_broken_pytorch_model_bin_is_named_by_eval(tmp_path, copy_of, damage, detail):
+    from safetensors.torch import load_file
+
+    model = copy_of(0)
+    weights = model / "pytorch_model.bin"
+    torch.save(load_file(model / "model.safetensors"), weights)
+    (model / "model.safetensors").unlink()
+    damage(weights)
+    data = semantic_folder(tmp_path / "data", count=1)
+    line = assert_one_line_error(run("eval", model, "--data", f"folder:{data}", "--workers", "0"),
+                                 f"{weights}: not a PyTorch weights file, or truncated (", detail,
+                                 "re-save or re-download the model")
+    assert "Weights only load failed" not in line

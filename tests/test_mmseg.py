@@ -307,3 +307,64 @@ def test_shapes_of_an_imported_segformer_load_into_transformers(tmp_path):
     state = student(data)
     assert torch.equal(model.decode_head.classifier.weight, state["decode_head.linear_pred.weight"])
     assert torch.equal(model.decode_head.linear_projections[3].proj.weight, state["decode_head.linear_c4.proj.weight"])
+
+
+# ----------------------------------------------------------------------------------- incomplete or unsafe files
+
+
+def _without(tmp_path, kind, dropped, container="published", name="incomplete"):
+    """A small checkpoint of ``kind`` without the student tensors whose names (no model. prefix) ``dropped`` picks."""
+    _, data = small_checkpoint(tmp_path, kind, container=container)
+    state = data.get("state_dict", data)
+    for key in [k for k in state if dropped(k.removeprefix("model."))]:
+        del state[key]
+    return save_checkpoint(data, tmp_path / f"{name}.pth")
+
+
+@pytest.mark.parametrize("kind,dropped,named,count", [
+    ("daformer", lambda k: k.startswith("backbone.block1.0.attn.q."), "model.backbone.block1.0.attn.q.weight", 2),
+    ("daformer", lambda k: ".mlp.fc2." in k, "model.backbone.block1.0.mlp.fc2.weight", 10),
+    ("daformer", lambda k: k == "decode_head.conv_seg.bias", "model.decode_head.conv_seg.bias", 1),
+    ("daformer", lambda k: k.startswith("backbone.block2.0."), "model.backbone.block2.0.norm1.weight", 20),
+    ("daformer", lambda k: k == "backbone.norm4.weight", "model.backbone.norm4.weight", 1),
+    ("hrda", lambda k: k.startswith("decode_head.scale_attention.fuse_layer."), "scale_attention.fuse_layer.conv", 6),
+    ("hrda", lambda k: k.startswith("decode_head.head.conv_seg."), "model.decode_head.head.conv_seg.weight", 2),
+    ("edaps", lambda k: k.endswith("attn.kv.bias"), "model.backbone.block1.0.attn.kv.bias", 5),
+    ("segformer", lambda k: k == "decode_head.linear_pred.bias", "decode_head.linear_pred.bias", 1),
+    ("segformer", lambda k: k.startswith("decode_head.linear_fuse.bn."), "decode_head.linear_fuse.bn.weight", 4),
+])
+def test_checkpoints_missing_tensors_are_refused_with_their_names(tmp_path, kind, dropped, named, count):
+    checkpoint = _without(tmp_path, kind, dropped)
+    line = assert_one_line_error(run("import", "mmseg", checkpoint, tmp_path / "out"), str(checkpoint),
+                                 f"{count} tensor{'s' if count > 1 else ''} of the", named,
+                                 "re-save it from the complete model or re-download it")
+    assert (f"and {count - 4} more" in line) == (count > 4)
+    assert not (tmp_path / "out").exists()
+
+
+class Shell:
+    """What a malicious checkpoint holds: unpickling it would run a shell command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_pickle_that_would_run_a_command_is_refused_naming_the_call(tmp_path, legacy):
+    import pickle
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pth"
+    if legacy:  # a plain pickle (protocol 4): torch stops at the protocol's framing before any global
+        path.write_bytes(pickle.dumps({"state_dict": Shell(marker)}, protocol=4))
+    else:
+        torch.save({"state_dict": {"backbone.x": torch.zeros(1)}, "meta": Shell(marker)}, path)
+    line = assert_one_line_error(run("import", "mmseg", path, tmp_path / "out"), str(path), "refused",
+                                 "would call posix.system", "nothing was run", "source you trust")
+    assert "truncated" not in line and "Weights only load failed" not in line
+    assert not marker.exists() and not (tmp_path / "out").exists()

@@ -114,8 +114,10 @@ def image_folder(root: Path) -> ImageDataset:
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder of images")
     base = root / "images" if (root / "images").is_dir() else root
-    return ImageDataset([(str(p.relative_to(base)), p) for p in sorted(base.rglob("*"))
-                         if p.suffix.lower() in IMAGE_SUFFIXES])
+    images = [(str(p.relative_to(base)), p) for p in sorted(base.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not images:
+        raise _no_images(base, "images:ROOT reads every image under ROOT (or ROOT/images)")
+    return ImageDataset(images)
 
 
 class PanopticDataset(torch.utils.data.Dataset):
@@ -141,13 +143,20 @@ class PanopticDataset(torch.utils.data.Dataset):
                 "segments": entry.segments}
 
 
-def _pairs(image_dir: Path, label_dir: Path, label_for, pattern: str = "*") -> list[tuple[str, Path, Path]]:
+def _no_images(folder: Path, layout: str) -> DatasetError:
+    return DatasetError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its subfolders; {layout}")
+
+
+def _pairs(image_dir: Path, label_dir: Path, label_for, layout: str,
+           pattern: str = "*") -> list[tuple[str, Path, Path]]:
     pairs = []
     for image in sorted(p for p in image_dir.rglob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES):
         label = label_for(image)
         if label is None or not label.exists():
             raise DatasetError(f"{image}: no label file (expected {label}); every image needs one")
         pairs.append((str(image.relative_to(image_dir)), image, label))
+    if not pairs:
+        raise _no_images(image_dir, layout)
     return pairs
 
 
@@ -159,7 +168,8 @@ def folder_dataset(root: Path) -> SemanticDataset:
             raise DatasetError(f"{folder}: missing; a folder dataset has images/ and labels/")
     names_file = root / "classes.txt"
     names = names_file.read_text().split("\n") if names_file.exists() else None
-    pairs = _pairs(images, labels, lambda p: (labels / p.relative_to(images)).with_suffix(".png"))
+    pairs = _pairs(images, labels, lambda p: (labels / p.relative_to(images)).with_suffix(".png"),
+                   "a folder dataset has images/**/NAME.* and labels/**/NAME.png")
     return SemanticDataset(pairs, [n for n in names if n] if names else None)
 
 
@@ -190,6 +200,9 @@ def load_coco_panoptic(images: Path, annotations: Path, png_dir: Path,
                 raise DatasetError(f"{png}: segment {s['id']} has unknown category id {s['category_id']}")
             segments.append(Segment(s["id"], s["category_id"], bool(s.get("iscrowd", 0))))
         entries.append((annotation["file_name"], PanopticEntry(image, png, tuple(segments))))
+    if not entries:
+        raise DatasetError(f"{annotations}: no annotations (an empty `annotations` list); give the ground truth of "
+                           "at least one image")
     return PanopticDataset(entries, categories)
 
 
@@ -209,7 +222,7 @@ def _train_id_dataset(images: Path, labels: Path, image_suffix: str, label_stem:
     def label_for(image: Path) -> Path:
         return labels / (str(image.relative_to(images)).removesuffix(image_suffix) + suffix)
 
-    pairs = _pairs(images, labels, label_for, f"*{image_suffix}")
+    pairs = _pairs(images, labels, label_for, layout, f"*{image_suffix}")
     return SemanticDataset(pairs, list(CITYSCAPES_CLASSES), None if use_train_ids else LABEL_ID_TO_TRAIN_ID)
 
 
@@ -298,7 +311,8 @@ def mapillary_dataset(root: Path, split: str) -> SemanticDataset:
         if not path.is_dir():
             raise DatasetError(f"{path}: missing; a Mapillary Vistas root has {folder.name}/images/*.jpg and "
                                f"{folder.name}/labels/*.png (v1.2 labels; v2.0 downloads: {folder.name}/v1.2/labels)")
-    pairs = _pairs(images, labels, lambda p: (labels / p.relative_to(images)).with_suffix(".png"))
+    pairs = _pairs(images, labels, lambda p: (labels / p.relative_to(images)).with_suffix(".png"),
+                   f"a Mapillary Vistas root has {folder.name}/images/*.jpg and {folder.name}/labels/*.png")
     return SemanticDataset(pairs, list(CITYSCAPES_CLASSES), MAPILLARY_TO_TRAIN_ID,
                            id_range=(65, "a Mapillary Vistas v1.2 class id"))
 
@@ -306,6 +320,16 @@ def mapillary_dataset(root: Path, split: str) -> SemanticDataset:
 KINDS = ("cityscapes:ROOT | cityscapes-panoptic:ROOT | acdc:ROOT[,CONDITION...] | darkzurich:ROOT | mapillary:ROOT | "
          "coco-panoptic:IMAGES,JSON,PNG_DIR | folder:ROOT | images:ROOT")
 PANOPTIC_KINDS = ("coco-panoptic", "cityscapes-panoptic")
+
+
+def input_paths(spec: str) -> tuple[str, ...]:
+    """The files and folders a dataset spec ``KIND:PATH`` reads (ACDC's conditions are not paths)."""
+    kind, _, path = spec.partition(":")
+    if kind == "coco-panoptic":
+        return tuple(p for p in path.split(",") if p)
+    if kind == "acdc":
+        path = path.split(",")[0]
+    return (path,) if path else ()
 
 
 def open_dataset(spec: str, split: str = "val", task: str = "semantic"):

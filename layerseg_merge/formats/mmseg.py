@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from layerseg_merge.checkpoint import CheckpointError
+from layerseg_merge.checkpoint import CheckpointError, unpickling_detail, unpickling_refusal
 from layerseg_merge.formats.mmseg_config import ConfigError, read_test_settings
 
 UDA_PREFIXES = ("model.", "ema_model.", "imnet_model.")
@@ -90,14 +90,10 @@ def load_container(path: str | Path) -> dict:
         mmap = zipfile.is_zipfile(path)  # torch >= 1.6 files: tensors stay on disk until used
         container = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        if found := re.search(r"Unsupported global: GLOBAL (\S+)", str(error)):
-            raise MmsegError(f"{path}: loading it needs arbitrary unpickling (it stores the Python object {found[1]} "
-                             "besides tensors and plain values), which layerseg refuses; re-save it where it was made "
-                             "with plain types only, e.g. torch.save({'meta': dict(meta), 'state_dict': "
-                             "dict(ckpt['state_dict'])}, path)") from error
-        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(error))
-        raise MmsegError(f"{path}: not a PyTorch checkpoint, or truncated (unreadable pickle data"
-                         f"{': ' + detail[1] if detail else ''}); check the download") from error
+        if refusal := unpickling_refusal(path, error):
+            raise MmsegError(refusal) from error
+        raise MmsegError(f"{path}: not a PyTorch checkpoint, or truncated (unreadable pickle data: "
+                         f"{unpickling_detail(error)}); check the download") from error
     except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, zipfile.BadZipFile) as error:
         raise MmsegError(f"{path}: not a PyTorch checkpoint, or truncated ({_first_line(error)}); "
                          "check the download") from error
@@ -154,8 +150,18 @@ class Detected:
         return f"{KIND_NAMES[self.kind]} on {mit}, {self.num_classes} classes"
 
 
-def detect(state: dict, path: str | Path) -> Detected:
-    """Kind (DAFormer, HRDA/MIC, EDAPS, SegFormer) and MiT shape, from names and shapes alone."""
+def _size(state: dict, candidates) -> int | None:
+    """``shape[dim]`` of the first (name, dim) of ``candidates`` present in ``state``."""
+    return next((int(state[name].shape[dim]) for name, dim in candidates
+                 if name in state and state[name].dim() > dim), None)
+
+
+def detect(state: dict, path: str | Path, prefix: str = "") -> Detected:
+    """Kind (DAFormer, HRDA/MIC, EDAPS, SegFormer) and MiT shape, from names and shapes alone.
+
+    Sizes are read from any tensor that holds them, so that a checkpoint missing some tensors is
+    described (and refused by :func:`check_complete`, naming them) rather than failing on a lookup.
+    """
     if "backbone.patch_embed1.proj.weight" not in state:
         native = any(k.startswith("backbone.layers.") for k in state)
         hint = (" (this is mmseg's own MiT layout, backbone.layers.N, which these repositories do not use; "
@@ -165,12 +171,16 @@ def detect(state: dict, path: str | Path) -> Detected:
     stages = [s for s in range(1, 5) if f"backbone.patch_embed{s}.proj.weight" in state]
     if stages != [1, 2, 3, 4]:
         raise MmsegError(f"{path}: the MiT backbone has stages {stages}; expected 4")
-    dims = tuple(int(state[f"backbone.norm{s}.weight"].shape[0]) for s in stages)
-    depths = tuple(len({int(m[1]) for k in state if (m := re.match(rf"backbone\.block{s}\.(\d+)\.", k))})
-                   for s in stages)
-    srs = tuple(int(state[f"backbone.block{s}.0.attn.sr.weight"].shape[-1])
-                if f"backbone.block{s}.0.attn.sr.weight" in state else 1 for s in stages)
-    mlps = tuple(int(state[f"backbone.block{s}.0.mlp.fc1.weight"].shape[0]) // dims[s - 1] for s in stages)
+    dims = tuple(int(state[f"backbone.patch_embed{s}.proj.weight"].shape[0]) for s in stages)
+    blocks = [sorted({int(m[1]) for k in state if (m := re.match(rf"backbone\.block{s}\.(\d+)\.", k))})
+              for s in stages]
+    depths = tuple(indices[-1] + 1 if indices else 1 for indices in blocks)  # a missing block is named later
+    srs = tuple(_size(state, [(f"backbone.block{s}.{j}.attn.sr.weight", 3) for j in blocks[s - 1]]) or 1
+                for s in stages)
+    hidden = [_size(state, [(f"backbone.block{s}.{j}.{name}", dim) for j in blocks[s - 1] for name, dim in
+                            (("mlp.fc1.weight", 0), ("mlp.fc2.weight", 1), ("mlp.dwconv.dwconv.weight", 0))])
+              for s in stages]
+    mlps = tuple(h // dim if h else 4 for h, dim in zip(hidden, dims))
     names = set(state)
     if any(k.startswith(("rpn_head.", "roi_head.")) for k in names):
         kind, head = "edaps", "decode_head."
@@ -184,14 +194,72 @@ def detect(state: dict, path: str | Path) -> Detected:
         raise MmsegError(f"{path}: unknown layout: a MiT backbone, but no DAFormer, HRDA, EDAPS or SegFormer head "
                          "(decode_head.embed_layers / scale_attention / linear_fuse, rpn_head)")
     if head is None:
-        classifier = state["decode_head.linear_pred.weight"]
-        channels = int(state["decode_head.linear_c1.proj.weight"].shape[0])
+        classifier = "decode_head.linear_pred"
+        classes = _size(state, [(f"{classifier}.weight", 0), (f"{classifier}.bias", 0)])
+        channels = _size(state, [*((f"decode_head.linear_c{i}.proj.weight", 0) for i in range(1, 5)),
+                                 ("decode_head.linear_fuse.conv.weight", 0), (f"{classifier}.weight", 1)])
         fusion = "mlp"
     else:
-        classifier = state[f"{head}conv_seg.weight"]
-        channels = int(classifier.shape[1])
+        classifier = f"{head}conv_seg"
+        attention = "decode_head.scale_attention."  # HRDA: the same classes and widths as the head
+        classes = _size(state, [(f"{classifier}.weight", 0), (f"{classifier}.bias", 0),
+                                (f"{attention}conv_seg.weight", 0)])
+        channels = _size(state, [(f"{classifier}.weight", 1), (f"{head}embed_layers.0.proj.weight", 0),
+                                 (f"{attention}conv_seg.weight", 1)])
         fusion = "aspp" if any(k.startswith(f"{head}fuse_layer.aspp_modules.") for k in names) else "conv1"
-    return Detected(kind, dims, depths, srs, mlps, int(classifier.shape[0]), channels, fusion)
+    if classes is None or channels is None:
+        raise incomplete(path, kind, prefix, [f"{classifier}.weight", f"{classifier}.bias"])
+    return Detected(kind, dims, depths, srs, mlps, classes, channels, fusion)
+
+
+_MIT_BLOCK_PARTS = ("norm1", "attn.q", "attn.kv", "attn.proj", "attn.sr", "attn.norm", "norm2", "mlp.fc1",
+                    "mlp.dwconv.dwconv", "mlp.fc2")
+_SEGFORMER_HEAD_NAMES = (*(f"decode_head.linear_c{i}.proj.{p}" for i in range(1, 5) for p in ("weight", "bias")),
+                         "decode_head.linear_fuse.conv.weight",
+                         *(f"decode_head.linear_fuse.bn.{p}" for p in ("weight", "bias", "running_mean",
+                                                                       "running_var")),
+                         "decode_head.linear_pred.weight", "decode_head.linear_pred.bias")  # fmt: skip
+DILATIONS = (1, 6, 12, 18)  # DAFormer's ASPP (every released config)
+
+
+def required_names(found: Detected) -> list[str]:
+    """Every tensor (original names, no prefix) the backbone and semantic head of ``found`` are built from.
+
+    The DAFormer / HRDA heads list what :mod:`layerseg_merge.formats.mmseg_model` loads; EDAPS's
+    Mask R-CNN parts are not checked (they are not run here).
+    """
+    names = [f"backbone.patch_embed{s}.{part}.{p}" for s in range(1, 5) for part in ("proj", "norm")
+             for p in ("weight", "bias")]
+    for s, (depth, sr) in enumerate(zip(found.depths, found.sr_ratios), start=1):
+        parts = [part for part in _MIT_BLOCK_PARTS if sr > 1 or part not in ("attn.sr", "attn.norm")]
+        names += [f"backbone.block{s}.{j}.{part}.{p}" for j in range(depth) for part in parts
+                  for p in ("weight", "bias")]
+        names += [f"backbone.norm{s}.weight", f"backbone.norm{s}.bias"]
+    if found.kind == "segformer":
+        return names + list(_SEGFORMER_HEAD_NAMES)
+    from layerseg_merge.formats.mmseg_model import DAFormerHead, HRDAHead
+
+    with torch.device("meta"):
+        head = HRDAHead(found.embed_dims, found.channels, found.num_classes, DILATIONS) if found.kind == "hrda" \
+            else DAFormerHead(found.embed_dims, found.channels, found.num_classes, found.fusion, DILATIONS)
+    return names + [f"decode_head.{name}" for name in head.state_dict()]
+
+
+def incomplete(path: str | Path, kind: str, prefix: str, missing: list[str], shown: int = 4) -> MmsegError:
+    """The refusal of a checkpoint that lacks ``missing`` (the first ``shown`` named, then a count)."""
+    listed = ", ".join(prefix + name for name in missing[:shown])
+    more = f" and {len(missing) - shown} more" if len(missing) > shown else ""
+    plural = "s" if len(missing) > 1 else ""
+    return MmsegError(f"{path}: {len(missing)} tensor{plural} of the {KIND_NAMES[kind]} model missing: {listed}{more}; "
+                      "the file is incomplete (a model built from it would hold random values there): re-save it "
+                      "from the complete model or re-download it")
+
+
+def check_complete(state: dict, found: Detected, path: str | Path, prefix: str = "") -> None:
+    """Refuse a checkpoint that lacks tensors of its model, naming them."""
+    missing = [name for name in required_names(found) if name not in state]
+    if missing:
+        raise incomplete(path, found.kind, prefix, missing)
 
 
 # ------------------------------------------------------------------------------ names
@@ -312,7 +380,7 @@ def build_config(found: Detected, meta: dict, source: Path, weights: str, prefix
     data["layerseg_mmseg"] = {
         "kind": found.kind, "variant": found.variant, "fusion": found.fusion, "channels": found.channels,
         "source": source.name, "weights": weights, "prefix": prefix, "meta": _jsonable(meta),
-        "dilations": [1, 6, 12, 18],
+        "dilations": list(DILATIONS),
         **({"test_pipeline": test[0]} if test else {}),
         **({"inference": test[1]} if test and test[1] else {}),
     }  # fmt: skip
@@ -356,7 +424,8 @@ def convert(path: str | Path, weights: str = "student", num_heads: tuple[int, ..
     meta = container.get("meta") if isinstance(container.get("meta"), dict) else {}
     state, prefix = select_weights(container, path, weights)
     del container  # the optimizer state (and the other prefixes) are never kept
-    found = detect(state, path)
+    found = detect(state, path, prefix)
+    check_complete(state, found, path, prefix)
     tensors = mit_to_transformers(state, path)
     if found.kind == "segformer":
         tensors = _rename(tensors, _SEGFORMER_HEAD)
@@ -381,10 +450,14 @@ def write_model_dir(imported: Imported, directory: Path) -> None:
     """Write config.json, model.safetensors and preprocessor_config.json into ``directory``."""
     from safetensors.torch import save_file
 
-    save_file(dict(imported.tensors), directory / "model.safetensors", metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(imported.config, indent=2) + "\n")
-    (directory / "preprocessor_config.json").write_text(
-        json.dumps(preprocessor_config(imported.found.kind), indent=2) + "\n")
+    from layerseg_merge.errors import writing
+
+    with writing(directory / "model.safetensors"):
+        save_file(dict(imported.tensors), directory / "model.safetensors", metadata={"format": "pt"})
+    for name, content in (("config.json", imported.config),
+                          ("preprocessor_config.json", preprocessor_config(imported.found.kind))):
+        with writing(directory / name):
+            (directory / name).write_text(json.dumps(content, indent=2) + "\n")
 
 
 def mmseg_settings(model_dir: str | Path) -> dict | None:

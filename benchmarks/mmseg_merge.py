@@ -43,9 +43,30 @@ def run(command: list[str], env: dict) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the temporary folder goes (created when missing, and then removed again)")
     parser.add_argument("--container", choices=["training", "published"], default="training")
     args = parser.parse_args()
+    created = _make_workdir(parser, args.workdir)
+    try:
+        measure(args)
+    finally:
+        for folder in created:  # empty again: only the temporary folder inside was used
+            folder.rmdir()
+
+
+def _make_workdir(parser: argparse.ArgumentParser, workdir: Path | None) -> list[Path]:
+    """Create ``workdir`` (and missing parents); returns the folders this run created, deepest first."""
+    if workdir is None or workdir.is_dir():
+        return []
+    if workdir.exists():
+        parser.error(f"--workdir {workdir} is not a folder")
+    missing = [folder for folder in (workdir, *workdir.parents) if not folder.exists()]
+    workdir.mkdir(parents=True)
+    return missing
+
+
+def measure(args: argparse.Namespace) -> None:
     from mmseg_fixtures import daformer_checkpoint, save_checkpoint
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

@@ -84,18 +84,26 @@ def recipes(name: str | None) -> None:
 
     The recipes are mergekit YAML files for the paper's scenarios and a commented
     template; copy one and edit the model paths: `layerseg recipes NAME > my.yaml`.
+    The miniature_* recipes use the demo's models shipped with the package; the copy
+    names them by their absolute installed path, so it works from any directory.
     """
-    from layerseg_merge.resources import recipe_files
+    import shutil
+    import textwrap
+
+    from layerseg_merge.resources import DEMO_ASSETS, recipe_files, recipe_summary, recipe_text
 
     files = recipe_files()
     if name is None:
+        column = max(map(len, files)) + 2
+        width = max(shutil.get_terminal_size((110, 24)).columns, column + 40)
         for stem, path in files.items():
-            first = next((line[2:] for line in path.read_text().splitlines() if line.startswith("# ")), "")
-            click.echo(f"{stem:40s} {first}")
+            click.echo(textwrap.fill(recipe_summary(path), width, initial_indent=f"{stem:{column}s}",
+                                     subsequent_indent=" " * column, break_on_hyphens=False))
+        click.echo(f"\nThe miniature_* recipes merge the demo's models, installed in {DEMO_ASSETS / 'models'}.")
         return
     if name.removesuffix(".yaml") not in files:
         raise click.ClickException(f"no shipped recipe {name!r}; `layerseg recipes` lists them")
-    click.echo(files[name.removesuffix(".yaml")].read_text(), nl=False)
+    click.echo(recipe_text(files[name.removesuffix(".yaml")]), nl=False)
 
 
 @click.command("selftest", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

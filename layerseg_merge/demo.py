@@ -7,6 +7,7 @@ model and every merge on the shifted target test split: mIoU for all, PQ for pan
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -76,8 +77,34 @@ def score(model: Path, test: Path, limit: int | None, panoptic: bool) -> dict:
     return row
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one intra-op thread inside, as before after.
+
+    The demo's models and 64x64 images are too small to gain from intra-op threads, and on a shared
+    machine those threads wait for each other: a forward pass of 16 images took 203 ms with torch's
+    2 threads against 22 ms with one, on 2 cores at a load average of 3.9 (the whole demo: 62 s
+    against 16 s, with identical results).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_demo(out: Path, limit: int | None = None, assets: Path | None = None) -> list[dict]:
     """Score singles and merges into ``out``; ``assets`` overrides the shipped models (other seeds)."""
+    from layerseg_merge.eval.inference import quiet_transformers
+
+    with one_thread(), quiet_transformers():
+        return _run_demo(out, limit, assets)
+
+
+def _run_demo(out: Path, limit: int | None, assets: Path | None) -> list[dict]:
     from layerseg_merge.resources import demo_assets
 
     assets = assets or demo_assets()
@@ -112,6 +139,62 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+KIND_COLOURS = {"single": "#9a9a9a", "uniform": "#e8a33d", "layerwise_seg": "#2f6db5"}
+
+
+def scenario_inputs(recipe: str) -> list[str]:
+    """The names of the shipped models a scenario's recipe merges, anchor first."""
+    from layerseg_merge.resources import recipe_files
+
+    data = yaml.safe_load(recipe_files()[recipe].read_text())
+    names = [Path(entry["model"]).name for entry in data["models"]]
+    anchor = Path(data["base_model"]).name
+    return [anchor] + [name for name in names if name != anchor]
+
+
+def plot_results(rows: list[dict], path: Path) -> None:
+    """One panel per scenario and metric: its input models, the uniform average and layerwise_seg, in the
+    colours of :data:`KIND_COLOURS`, with the best input as a dotted line (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    by_name = {row["name"]: row for row in rows}
+    panels = []
+    for scenario, recipe in SCENARIOS:
+        inputs = [by_name[name] for name in scenario_inputs(recipe) if name in by_name]
+        merges = [by_name[f"{scenario}/{kind}"] for kind in ("uniform", "layerwise_seg")]
+        for metric in ("mIoU", "PQ"):
+            shown = [row for row in inputs + merges if row.get(metric) is not None]
+            if any(row["kind"] != "single" for row in shown):
+                panels.append((f"{scenario.replace('_', ' ')}\n{metric}", metric, shown))
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.9), dpi=130)
+    top = max(100 * row[metric] for _, metric, shown in panels for row in shown)
+    for axis, (title, metric, shown) in zip(axes, panels):
+        labels = [row["name"] + (" (anchor)" if i == 0 else "") if row["kind"] == "single" else row["kind"]
+                  for i, row in enumerate(shown)]
+        values = [100 * row[metric] for row in shown]
+        bars = axis.barh(range(len(shown)), values, color=[KIND_COLOURS[row["kind"]] for row in shown])
+        axis.bar_label(bars, fmt="%.1f", padding=3, fontsize=9)
+        best = max(100 * row[metric] for row in shown if row["kind"] == "single")
+        axis.axvline(best, color="#555555", linestyle=":", linewidth=1.2)
+        axis.set_yticks(range(len(shown)), labels, fontsize=9)
+        axis.invert_yaxis()
+        axis.set_xlim(0, top * 1.22)
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel(f"target test {metric} (%)", fontsize=9)
+        axis.spines[["top", "right"]].set_visible(False)
+    figure.suptitle("Miniature UDA demo: merged models vs their inputs (BatchNorm statistics as stored)", fontsize=11)
+    figure.legend(handles=[Patch(color=c, label="input model" if k == "single" else k) for k, c in KIND_COLOURS.items()]
+                  + [plt.Line2D([], [], color="#555555", linestyle=":", label="best input")],
+                  loc="lower center", ncol=4, fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.08, 1, 0.95))
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def is_demo_output(path: Path) -> bool:
     """A previous `layerseg demo` output, which a new run may replace."""
     names = {entry.name for entry in path.iterdir()}
@@ -129,7 +212,6 @@ def demo(out: Path, limit: int | None) -> None:
     Works from any directory: the models, the target test split and the recipes ship with the package.
     """
     from layerseg_merge.errors import reported
-    from layerseg_merge.eval.reports import bar_chart
     from layerseg_merge.output import StagedOutput
     from layerseg_merge.resources import demo_assets
 
@@ -139,8 +221,7 @@ def demo(out: Path, limit: int | None) -> None:
                           log=lambda message: click.echo(message, err=True)) as staged:
             rows = run_demo(staged.staging, limit)
             (staged.staging / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-            bar_chart({r["name"]: r["mIoU"] for r in rows}, staged.staging / "results.png",
-                      "target mIoU (BN statistics as stored)")
+            plot_results(rows, staged.staging / "results.png")
             staged.commit()
     click.echo(table(rows))
     click.echo(f"\nresults: {out / 'results.json'}, chart: {out / 'results.png'} "

@@ -6,12 +6,17 @@ in a clone or an editable install they are the repository's top-level ``plugin_c
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 DEMO_ASSETS = PACKAGE / "assets" / "miniature_uda"
 # How the shipped recipes name the demo's models (paths from the repository root).
 DEMO_ASSETS_IN_RECIPES = "layerseg_merge/assets/miniature_uda"
+_SHIPPED_MODEL = re.compile(rf"^(\s*(?:-\s+)?(?:base_model|model):\s+){re.escape(DEMO_ASSETS_IN_RECIPES)}/(\S+)\s*$",
+                            re.MULTILINE)
+_PLAIN = re.compile(r"[A-Za-z0-9_./-]+")
 
 
 def recipes_dir() -> Path:
@@ -25,6 +30,29 @@ def recipes_dir() -> Path:
 def recipe_files() -> dict[str, Path]:
     """Shipped recipes by name (file stem)."""
     return {path.stem: path for path in sorted(recipes_dir().glob("*.yaml"))}
+
+
+def recipe_text(path: Path) -> str:
+    """A shipped recipe as ``layerseg recipes NAME`` prints it: the demo's models as absolute paths of this
+    installation, so that the copy works from any directory (with ``layerseg merge`` and ``mergekit-yaml``)."""
+
+    def absolute(match: re.Match) -> str:
+        where = (DEMO_ASSETS / match[2]).as_posix()
+        return match[1] + (where if _PLAIN.fullmatch(where) else json.dumps(where))  # JSON strings are YAML
+
+    return _SHIPPED_MODEL.sub(absolute, path.read_text(encoding="utf-8"))
+
+
+def recipe_summary(path: Path) -> str:
+    """The first sentence of a recipe's leading comment, whole (it may span several comment lines)."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#") or not line[1:].strip():
+            break
+        lines.append(line[1:].strip())
+    text = " ".join(lines)
+    end = re.search(r"\.(?=\s+[A-Z`(]|$)", text)
+    return text[:end.end()] if end else text
 
 
 def _is_clone(folder: Path) -> bool:

@@ -11,6 +11,8 @@ from helpers import save_model, tiny_segformer_config  # noqa: E402
 def pytest_configure(config):
     # Also registered in pyproject.toml; repeated here for `layerseg selftest` from a wheel (no pyproject).
     config.addinivalue_line("markers", "slow: long opt-in tests (deselected by default; run with -m slow)")
+    # mergekit 0.1.5 reads numpy.core at import (its lazy unpickler): not ours to fix, as in pyproject.toml.
+    config.addinivalue_line("filterwarnings", "ignore:numpy.core is deprecated:DeprecationWarning")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The model card of a merge and `layerseg eval --card`: Hugging Face metadata that parses."""
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -69,13 +70,15 @@ def test_eval_card_adds_model_index_results(tmp_path, segformers):
     for _ in range(2):  # a second run replaces the result instead of adding another
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
+    assert re.search(r"2 images in [\d.]+ s on cpu \([\d.]+ img/s; start-up before the first batch [\d.]+ s, "
+                     r"not counted\)", result.output), result.output
     report = json.loads((tmp_path / "r.json").read_text())
     metadata, _ = card(model)
     (entry,) = metadata["model-index"]
     assert entry["name"] == "model"
     (result_entry,) = entry["results"]
     assert result_entry["task"]["type"] == "semantic-segmentation"
-    assert result_entry["dataset"] == {"name": "data", "type": "folder", "split": "val"}
+    assert result_entry["dataset"] == {"name": "data", "type": "folder"}  # a folder is read whole: no split
     metrics = {m["name"]: m["value"] for m in result_entry["metrics"]}
     assert metrics["mIoU"] == round(100 * report["mIoU"], 2) and set(metrics) == {"mIoU", "aAcc", "mAcc"}
     yaml.safe_dump(metadata)  # round-trips
@@ -90,5 +93,85 @@ def test_eval_card_keeps_the_merge_card(tmp_path, segformers):
     assert result.exit_code == 0, result.output
     metadata, body = card(tmp_path / "merged")
     assert metadata["pipeline_tag"] == "image-segmentation" and "layerwise_seg" in metadata["tags"]
-    assert metadata["model-index"][0]["results"][0]["dataset"]["split"] == "test"
+    # --split does not apply to a folder: the card does not claim the test split was read
+    assert "split" not in metadata["model-index"][0]["results"][0]["dataset"]
     assert "## Recipe" in body
+
+
+SEMANTIC = {"mIoU": 0.5, "aAcc": 0.75, "mAcc": 0.625, "per_class": {}}
+
+
+def results(model_dir) -> list[dict]:
+    return card(model_dir)[0]["model-index"][0]["results"]
+
+
+def test_card_records_the_split_and_conditions_really_read(tmp_path):
+    from layerseg_merge.card import add_eval_result
+
+    add_eval_result(tmp_path, SEMANTIC, "cityscapes:/data/cityscapes", "val")
+    add_eval_result(tmp_path, SEMANTIC, "acdc:/data/acdc,night", "val")
+    add_eval_result(tmp_path, SEMANTIC, "acdc:/data/acdc", "val")
+    add_eval_result(tmp_path, {"All": {"pq": 0.4, "sq": 0.8, "rq": 0.5}}, "coco-panoptic:im,ann/panoptic_val.json,png",
+                    "test")
+    datasets = [r["dataset"] for r in results(tmp_path)]
+    assert datasets == [{"name": "Cityscapes", "type": "cityscapes", "split": "val"},
+                        {"name": "ACDC", "type": "acdc", "config": "night", "split": "val"},
+                        {"name": "ACDC", "type": "acdc", "split": "val"},
+                        {"name": "COCO panoptic (panoptic_val.json)", "type": "coco-panoptic"}]
+
+
+def test_card_names_a_class_subset_average(tmp_path):
+    from layerseg_merge.card import add_eval_result
+
+    add_eval_result(tmp_path, SEMANTIC, "cityscapes:/c", "val")
+    add_eval_result(tmp_path, SEMANTIC | {"mIoU": 0.6, "classes": ["road"] * 16}, "cityscapes:/c", "val")
+    metrics = [(m["name"], m["value"]) for r in results(tmp_path) for m in r["metrics"]]
+    assert ("mIoU", 50.0) in metrics and ("mIoU16", 60.0) in metrics and ("mAcc16", 62.5) in metrics
+
+
+def test_recalibration_is_written_into_the_card_and_old_results_dropped(tmp_path, segformers):
+    recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
+    assert CliRunner().invoke(main, ["merge", str(recipe), str(tmp_path / "merged")]).exit_code == 0
+    data = semantic_folder(tmp_path / "data", count=3)
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "merged"), "--data", f"folder:{data}", "--workers",
+                                       "0", "--card"])
+    assert result.exit_code == 0, result.output
+    before = (tmp_path / "merged" / "README.md").read_text()
+    result = CliRunner().invoke(main, ["recalibrate", str(tmp_path / "merged"), "--data", f"images:{data / 'images'}",
+                                       "--out", str(tmp_path / "bn"), "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "merged" / "README.md").read_text() == before  # the input is untouched
+    metadata, body = card(tmp_path / "bn")
+    assert "model-index" not in metadata and metadata["pipeline_tag"] == "image-segmentation"
+    section = body[body.index("## BatchNorm recalibration"):]
+    assert f"on 3 images of `images:{data / 'images'}`, in 1 batch;" in section and "split" not in section
+    assert "The 3 evaluation metrics this card held (model-index) described the weights before" in section
+    assert "## Recipe" in body
+    config = json.loads((tmp_path / "bn" / "config.json").read_text())["layerseg_recalibrated"]
+    assert config["split"] is None and config["images"] == 3
+
+
+def test_merge_recalibrate_describes_the_recalibration_in_the_card(tmp_path, segformers):
+    recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
+    data = semantic_folder(tmp_path / "data", count=2)
+    result = CliRunner().invoke(main, ["merge", str(recipe), str(tmp_path / "merged"), "--recalibrate",
+                                       f"folder:{data}", "--recalibrate-images", "1"])
+    assert result.exit_code == 0, result.output
+    metadata, body = card(tmp_path / "merged")
+    assert "layerwise_seg" in metadata["tags"] and "model-index" not in metadata
+    assert f"on 1 image of `folder:{data}`, in 1 batch;" in body and "evaluation metric" not in body
+
+
+def test_a_second_recalibration_replaces_the_first_section(tmp_path):
+    from layerseg_merge.card import add_eval_result, note_recalibration
+
+    (tmp_path / "README.md").write_text("---\ntags: [x]\n---\n# m\n\n## Usage\n\ntext\n")
+    add_eval_result(tmp_path, SEMANTIC, "cityscapes:/c", "val")
+    note_recalibration(tmp_path, "cityscapes:/c", "train", 8, 1)
+    note_recalibration(tmp_path, "acdc:/a,night", "val", 16, 2)
+    metadata, body = card(tmp_path)
+    assert metadata["tags"] == ["x"] and "model-index" not in metadata
+    assert body.count("## BatchNorm recalibration") == 1 and "## Usage\n\ntext" in body
+    assert "on 16 images of `acdc:/a,night` (split `val`), in 2 batches;" in body
+    assert "evaluation metric" not in body  # the second one found none left to remove
+    assert note_recalibration(tmp_path / "nothing", "images:/x", "val", 1, 1) is None

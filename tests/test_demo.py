@@ -15,11 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def demo_out(tmp_path_factory):
+def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     result = CliRunner().invoke(main, ["demo", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    return out
+    return out, result.output
+
+
+@pytest.fixture(scope="module")
+def demo_out(demo_run):
+    return demo_run[0]
 
 
 def test_demo_writes_every_row_with_values_in_range(demo_out):
@@ -33,7 +38,20 @@ def test_demo_writes_every_row_with_values_in_range(demo_out):
         assert 0 <= row["mIoU"] <= 1
         if row["name"] == "panoptic" or row["scenario"] == "semantic_into_panoptic":
             assert 0 <= row["PQ"] <= 1
-    assert (demo_out / "results.png").stat().st_size > 0
+    from PIL import Image
+
+    from layerseg_merge.demo import KIND_COLOURS
+
+    with Image.open(demo_out / "results.png") as chart:  # wide, one colour per kind of row
+        assert chart.size[0] >= 1200
+        colours = {colour for _, colour in chart.convert("RGB").getcolors(1 << 20)}
+    for kind, colour in KIND_COLOURS.items():
+        assert tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5)) in colours, kind
+
+
+def test_demo_prints_no_progress_bars(demo_run):
+    output = demo_run[1]  # stdout and stderr
+    assert "Loading weights" not in output and "it/s" not in output and "mIoU" in output
 
 
 def test_demo_numbers_match_layerseg_eval_by_hand(demo_out, tmp_path):
@@ -75,7 +93,7 @@ def test_training_code_runs_on_a_tiny_schedule(tmp_path):
 @pytest.mark.slow
 @needs_clone
 def test_retrain_one_seed_end_to_end(tmp_path):
-    """Opt-in (-m slow, ~4 min): full training of one seed, then the demo on it."""
+    """Opt-in (-m slow): full training of one seed, then the demo on it (its time: examples/miniature_uda/README.md)."""
     sys.path.insert(0, str(ROOT / "examples" / "miniature_uda"))
     import train
 

@@ -12,13 +12,17 @@ from layerseg_merge.cli import COMMANDS, main
 @needs_clone
 def test_readme_architecture_table_matches_the_definitions():
     readme = (REPO / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `(\w+)` \| (`[^`]*`|\(root\)) \|", readme, re.MULTILINE))
+    rows = {name: (prefix, backbone) for name, prefix, backbone in
+            re.findall(r"^\| `(\w+)` \| (`[^`]*`|\(root\)) \| (.+) \|$", readme, re.MULTILINE)}
     assert set(rows) == set(HOSTS)
     for name, host in HOSTS.items():
-        assert rows[name] == (f"`{host.prefix}`" if host.prefix else "(root)"), name
+        assert rows[name][0] == (f"`{host.prefix}`" if host.prefix else "(root)"), name
     printed = CliRunner().invoke(main, ["architectures"]).output
     for name, host in HOSTS.items():
-        assert re.search(rf"^{name}\s+{re.escape(host.prefix or '(root)')}\s", printed, re.MULTILINE), name
+        found = re.search(rf"^{name}\s+{re.escape(host.prefix or '(root)')}\s+(.+)$", printed, re.MULTILINE)
+        assert found, name
+        # the README's backbone column says what the command prints, then perhaps more
+        assert rows[name][1].replace("`", "").startswith(found[1].strip()), (name, rows[name][1], found[1])
 
 
 def test_help_summaries_are_the_commands_own():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -41,6 +42,22 @@ def headline(report: dict) -> dict[str, float | None]:
     return {"mIoU": report["mIoU"], "aAcc": report["aAcc"], "mAcc": report["mAcc"]}
 
 
+def name_categories(report: dict, categories: Mapping[int, Mapping] | Iterable[Mapping]) -> dict:
+    """``report`` with each panoptic ``per_class`` entry (keyed by category id) carrying its category's ``name``.
+
+    ``categories``: id -> COCO category dict, or the COCO ``categories`` list; unnamed ones stay without.
+    """
+    pairs = categories.items() if isinstance(categories, Mapping) else ((c.get("id"), c) for c in categories)
+    names = {str(cid): c["name"] for cid, c in pairs if isinstance(c.get("name"), str)}
+    per_class = {cid: ({"name": names[cid]} | entry if cid in names else entry)
+                 for cid, entry in report["per_class"].items()}
+    return {**report, "per_class": per_class}
+
+
+def _category(cid: str, entry: dict) -> str:
+    return f"{entry['name']} ({cid})" if entry.get("name") else cid
+
+
 def markdown(report: dict) -> str:
     """Summary and per-class tables, in percent with 2 decimals."""
     if is_panoptic(report):
@@ -50,8 +67,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {split} | {_pct(r['pq'])} | {_pct(r['sq'])} | {_pct(r['rq'])} | {r['n']} |")
         lines += ["", "| category | PQ | SQ | RQ | TP | FP | FN |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for name, r in report["per_class"].items():
-            lines.append(f"| {name} | {_pct(r['pq'])} | {_pct(r['sq'])} | {_pct(r['rq'])} | "
+        for cid, r in report["per_class"].items():
+            lines.append(f"| {_category(cid, r)} | {_pct(r['pq'])} | {_pct(r['sq'])} | {_pct(r['rq'])} | "
                          f"{r['tp']} | {r['fp']} | {r['fn']} |")
         return "\n".join(lines)
     lines = ["| mIoU | aAcc | mAcc |", "| ---: | ---: | ---: |",
@@ -94,5 +111,6 @@ def bar_chart(values: dict[str, float | None], path: str | Path, title: str) -> 
 
 
 def per_class_values(report: dict) -> dict[str, float | None]:
-    key = "pq" if is_panoptic(report) else "IoU"
-    return {name: r[key] for name, r in report["per_class"].items()}
+    if is_panoptic(report):
+        return {_category(cid, r): r["pq"] for cid, r in report["per_class"].items()}
+    return {name: r["IoU"] for name, r in report["per_class"].items()}

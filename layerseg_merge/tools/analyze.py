@@ -115,7 +115,7 @@ def plot(report: dict, path: str | Path) -> None:
                       if model in layer[key] and layer[key][model]["relative_l2"] is not None]
             if not points:
                 continue
-            label = Path(model).name or model
+            label = (Path(model).name or model) + (" (anchor)" if model == report["anchor"] else "")
             axis.plot(*zip(*points), marker=".", color=f"C{index}", label=label)
             for head in heads:
                 if model in head[key] and head[key][model]["relative_l2"] is not None:
@@ -123,8 +123,12 @@ def plot(report: dict, path: str | Path) -> None:
         axis.set_title(f"relative L2 distance {title}", fontsize=9)
         axis.set_xlabel("backbone depth (0 = stem, 1 = last block); squares: heads", fontsize=8)
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    figure.tight_layout()
+    # One legend for both panels: the anchor has a line only in the right one (its distance to the mean).
+    labelled = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels())}
+    labelled = dict(sorted(labelled.items(), key=lambda item: not item[0].endswith(" (anchor)")))
+    figure.legend(labelled.values(), labelled.keys(), loc="lower center", ncol=min(len(labelled), 6), fontsize=8,
+                  frameon=False)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     figure.savefig(path)
     plt.close(figure)
 

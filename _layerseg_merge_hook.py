@@ -5,7 +5,8 @@ after ``mergekit`` finishes loading, runs the callbacks given to
 :func:`when_mergekit_loads`. The hook's own callback imports ``layerseg_merge``,
 whose ``__init__`` registers the plugin. ``import layerseg_merge`` uses the same
 function, so registration is lazy with or without this hook. Set
-LAYERSEG_MERGE_NO_HOOK=1 to disable the hook.
+LAYERSEG_MERGE_NO_HOOK=1 to disable the hook. A mergekit with the ``mergekit.plugins`` entry-point group
+(upstream/, patch 0007) loads the plugin through :func:`mergekit_plugin` instead, and the hook steps aside.
 """
 
 import os
@@ -50,8 +51,28 @@ def when_mergekit_loads(callback) -> None:
         sys.meta_path.insert(0, _AfterMergekit)
 
 
+def _entry_point_installed() -> bool:
+    """mergekit loads plugins itself (upstream patch 0007) and ours is declared: nothing for the hook to do."""
+    from importlib.metadata import entry_points
+    from importlib.util import find_spec
+
+    return find_spec("mergekit.plugins") is not None and bool(
+        entry_points(group="mergekit.plugins", name="layerseg_merge"))
+
+
 def _import_layerseg_merge() -> None:
+    if _entry_point_installed():
+        return
     import layerseg_merge  # noqa: F401  (registers once mergekit is loaded)
+
+
+def mergekit_plugin() -> None:
+    """The ``mergekit.plugins`` entry point (for a mergekit that loads plugins); LAYERSEG_MERGE_NO_HOOK=1
+    turns it off like the hook."""
+    if not os.environ.get("LAYERSEG_MERGE_NO_HOOK"):
+        import layerseg_merge
+
+        layerseg_merge.register()
 
 
 if not os.environ.get("LAYERSEG_MERGE_NO_HOOK"):

@@ -121,6 +121,8 @@ def merge_in_memory(recipe: Recipe, options: MergeOptions | None = None,
     from mergekit.merge import _model_out_config
     from mergekit.plan import MergePlanner
 
+    from layerseg_merge import mergekit_compat
+
     config, _, _ = _read(recipe, log)
     options = _options(options)
     options.apply_global_options()
@@ -128,17 +130,13 @@ def merge_in_memory(recipe: Recipe, options: MergeOptions | None = None,
     LoaderCache().setup(options=options)
     out_config = _model_out_config(config, arch_info, trust_remote_code=options.trust_remote_code)
     planner = MergePlanner(config, arch_info, options=options, out_model_config=out_config)
-    # mergekit 0.1.5's plan_in_memory() cannot build its ReturnTensor tasks (pydantic refuses a
-    # Task[Optional[Tensor]] where Task[Tensor] is declared), so the planned tensor tasks run as targets
-    # and get the cast its SaveTensor / ReturnTensor would apply.
-    planner._plan()
-    weights = {task: weight for weight, task in planner._tensors}
+    weights, cast = mergekit_compat.in_memory_targets(planner)
     executor = Executor(targets=list(weights), math_device=options.device,
                         storage_device=options.device if options.low_cpu_memory else "cpu")
     merged = {}
     for task, value in executor.run(quiet=True):
-        weight = weights[task]
-        if value is not None:
-            dtype = weight.force_dtype or config.out_dtype
+        weight = weights.get(task)
+        if weight is not None and value is not None:
+            dtype = (weight.force_dtype or config.out_dtype) if cast else None
             merged[weight.name] = value.to(dtype_from_name(dtype)) if dtype else value
     return merged

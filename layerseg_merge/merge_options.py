@@ -4,14 +4,17 @@
 ``mergekit.options.add_merge_options`` declares). ``layerseg merge --help`` and the parsing of
 the command line use it; once the fast checks have passed, the options given are parsed again
 by mergekit's own ``add_merge_options`` into a ``MergeOptions``, so their meaning is mergekit's.
-Where the installed mergekit is another version, mergekit's options are used directly (slower
-start-up, never stale). ``python -m layerseg_merge.merge_options`` rewrites the file; a test
+Where the installed mergekit declares other options (another release, or one with the upstream
+series applied: ``source`` is a digest of its ``options.py``), mergekit's options are used directly
+(slower start-up, never stale). ``python -m layerseg_merge.merge_options`` rewrites the file; a test
 checks it against the installed mergekit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,15 @@ def mergekit_version() -> str | None:
         return None
 
 
+def options_source() -> str | None:
+    """sha256 of the ``mergekit/options.py`` that ``import mergekit`` would load (found without importing it)."""
+    for entry in sys.path:
+        path = Path(entry or ".") / "mergekit" / "options.py"
+        if path.is_file():
+            return hashlib.sha256(path.read_bytes()).hexdigest()
+    return None
+
+
 def live_spec() -> dict[str, Any]:
     """The description of the installed mergekit's options (imports mergekit)."""
     from mergekit.options import add_merge_options
@@ -41,7 +53,7 @@ def live_spec() -> dict[str, Any]:
     options = [{"name": p.name, "opts": p.opts, "secondary_opts": p.secondary_opts, "type": type(p.type).__name__,
                 "default": p.default, "is_flag": p.is_flag, "count": p.count, "show_default": p.show_default,
                 "help": p.help} for p in probe.params]
-    return {"mergekit": mergekit_version(), "options": options}
+    return {"mergekit": mergekit_version(), "source": options_source(), "options": options}
 
 
 def _option(entry: dict[str, Any]) -> click.Option:
@@ -60,7 +72,7 @@ def _option(entry: dict[str, Any]) -> click.Option:
 def merge_option_params() -> tuple[list[click.Option], bool]:
     """Click options for mergekit's merge options, and whether they came from the shipped description."""
     spec = json.loads(SPEC.read_text())
-    if spec["mergekit"] == mergekit_version():
+    if spec.get("source") == options_source():
         return [_option(entry) for entry in spec["options"]], True
     return [_option(entry) for entry in live_spec()["options"]], False
 

@@ -9,7 +9,6 @@ unsupported or incompatible models before anything is written.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Hashable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from typing import Annotated
 
 import torch
 from mergekit.common import ModelReference
-from mergekit.io.tasks import LoaderCache
 from mergekit.merge_methods import (
     BasePolicy,
     InputContract,
@@ -32,9 +30,9 @@ from mergekit.merge_methods import (
 from mergekit.merge_methods.easy_define import FunctionalGroupMergeMethod
 from pydantic import AfterValidator
 
-from layerseg_merge import METHOD_NAME
+from layerseg_merge import METHOD_NAME, mergekit_compat
 from layerseg_merge.architectures.layout import ModelLayout, check_compatible, layout_of
-from layerseg_merge.hub import is_hub_id, is_offline, resolve_model_path
+from layerseg_merge.hub import resolve_model_path
 from layerseg_merge.recipe_yaml import RecipeError
 from layerseg_merge.schedule import (
     BUFFER_POLICIES,
@@ -76,8 +74,9 @@ def model_layout(model: Hashable) -> ModelLayout:
     return layout_of(resolve_model_path(model.model.path, model.model.revision))
 
 
-def _running_mean_of(model: ModelReference, variance_name: str) -> torch.Tensor:
-    return LoaderCache().get(model).get_tensor(running_mean_name(variance_name), device="cpu")
+def _running_mean_companion(name: str) -> dict[str, str]:
+    """What the kernel needs besides a tensor: a BatchNorm variance's running mean (`buffers: pooled`)."""
+    return {"running_mean": running_mean_name(name)} if name.endswith("running_var") else {}
 
 
 def _check_finite(tensor: torch.Tensor, name: str, model) -> None:
@@ -107,11 +106,14 @@ def layerwise_seg_kernel(
         _check_finite(entry.tensor, name, entry.id)
     means = None
     if buffers == "pooled" and plan.info.name.endswith("running_var"):
-        means = [_running_mean_of(e.id, name) for e, name in zip(members, plan.names)]
+        means = mergekit_compat.running_means(group, members, list(plan.names))
     merged = merge_tensor([e.tensor for e in members], plan.coefficients, plan.anchor_position, plan.info.name,
                           buffers, means)
     # the common dtype mergekit promoted the inputs to
-    return cast_checked(merged, group.base.tensor.dtype, plan.info.name, "the dtype of the inputs as loaded")
+    result = cast_checked(merged, group.base.tensor.dtype, plan.info.name, "the dtype of the inputs as loaded")
+    if not mergekit_compat.lacks("kernel_inputs"):  # else the execute wrapper checks it
+        _check_out_dtype(result, plan.info.name)
+    return result
 
 
 class LayerwiseSegMerge(FunctionalGroupMergeMethod):
@@ -130,6 +132,14 @@ class LayerwiseSegMerge(FunctionalGroupMergeMethod):
         if all(isinstance(i, ModelReference) for i in input_ids):
             _check_models(tuple(input_ids), base_id)
 
+    def unused_parameters(self, config) -> list[str]:
+        """mergekit's planning hook: unknown, misplaced or impossible parameters are errors here."""
+        return begin_merge(config)
+
+    def model_card(self, config, config_yaml: str, out_path: str) -> str:
+        """mergekit's card hook: the segmentation card, with the coefficients of this merge."""
+        return segmentation_card(config, config_yaml, replan(config, out_path))
+
 
 @lru_cache(maxsize=64)
 def _check_models(models: tuple[ModelReference, ...], anchor: ModelReference) -> None:
@@ -146,6 +156,7 @@ _spec = merge_method(
     reference_url="https://arxiv.org/abs/2409.15813",
     contract=InputContract(base=BasePolicy.REQUIRED, min_inputs=2),
     optional_tensor_policy=OptionalTensorPolicy.PASSTHROUGH_BASE_SINGLETON,
+    **mergekit_compat.kernel_spec_options(_running_mean_companion),
 ).spec
 layerwise_seg = LayerwiseSegMerge(_spec, layerwise_seg_kernel)
 
@@ -186,6 +197,8 @@ def _screen_inputs(task, tensors: dict) -> dict | torch.Tensor:
         if plan.info.dtype.is_floating_point or anchor.dtype == plan.info.dtype:
             return anchor
         # a recipe `dtype:` made mergekit cast it (it can only keep int64 apart): read it as stored
+        from mergekit.io.tasks import LoaderCache
+
         return LoaderCache().get(task.base_model).get_tensor(plan.info.name, device="cpu").to(anchor.device)
     return {m: tensors[m] for m in models}
 
@@ -330,21 +343,57 @@ def record_plan(record: MergeRecord, out_path: str, tasks) -> None:
         record.coefficients[plan.info.name] = (plan.info.role, plan.info.depth, dict(zip(models, plan.coefficients)))
 
 
-def _segmentation_card(original):
-    def generate_card(config, config_yaml, name=None, **kwargs):
+def begin_merge(config) -> list[str]:
+    """A ``layerwise_seg`` merge is being planned: check its recipe strictly and start its record.
+
+    Called by mergekit's ``unused_parameters`` planning hook (or, where mergekit lacks it, by the
+    planner wrapper of :mod:`layerseg_merge.mergekit_compat`); returns the warnings left for mergekit (none:
+    everything it would warn about is an error here).
+    """
+    check_parameter_keys(config)
+    extra = getattr(config, "model_extra", None)  # unknown top-level keys, where mergekit keeps them
+    if extra:
+        from layerseg_merge.recipe import _check_top_level
+
+        _check_top_level(dict(extra), "recipe")
+    _RECORD.set(MergeRecord(config.dtype, config.out_dtype))
+    if config.base_model is not None and not _REPLANNING.get():
+        warn_unmatched_filters(config, list(model_layout(config.base_model).tensors))
+    return []
+
+
+_REPLANNING: ContextVar[bool] = ContextVar("layerseg_merge_replanning", default=False)
+
+
+def replan(config, out_path: str) -> MergeRecord:
+    """The record of a merge mergekit has just written (for its card): plan it again, in memory."""
+    from mergekit.architecture import get_architecture_info
+    from mergekit.options import MergeOptions
+    from mergekit.plan import MergePlanner
+
+    token = _REPLANNING.set(True)
+    try:
+        options = MergeOptions()
+        planner = MergePlanner(config, get_architecture_info(config, options), options,
+                               config.base_model.config())
+        targets, _ = mergekit_compat.in_memory_targets(planner)
         record = _RECORD.get()
-        if config.merge_method != METHOD_NAME or record is None or record.out_path is None:
-            return original(config, config_yaml, name=name, **kwargs)
-        from layerseg_merge.card import write_card
-
-        anchor = str(config.base_model)
-        models = sorted({str(m) for m in config.referenced_models()}, key=lambda m: (m != anchor, m))
-        return write_card(record.out_path, models, anchor, config_yaml, record.coefficients)
-
-    return generate_card
+        record_plan(record, out_path, (getattr(task, "tensor_task", task) for task in targets))
+        return record
+    finally:
+        _REPLANNING.reset(token)
 
 
-def _check_output_path(out_path: str, config) -> None:
+def segmentation_card(config, config_yaml: str, record: MergeRecord) -> str:
+    """The model card of a ``layerwise_seg`` merge (written with its coefficient plot into the output)."""
+    from layerseg_merge.card import write_card
+
+    anchor = str(config.base_model)
+    models = sorted({str(m) for m in config.referenced_models()}, key=lambda m: (m != anchor, m))
+    return write_card(record.out_path, models, anchor, config_yaml, record.coefficients)
+
+
+def check_output_inputs(out_path: str, config) -> None:
     """The plain ``mergekit-yaml`` would write into an input given as OUT: refuse it, as ``layerseg merge`` does."""
     from layerseg_merge.output import OutputError, check_target
 
@@ -355,103 +404,37 @@ def _check_output_path(out_path: str, config) -> None:
         raise RecipeError(str(error)) from None
 
 
-def _resolve_hub_ids_offline() -> None:
-    """With HF_HUB_OFFLINE set, mergekit 0.1.5 cannot use a cached Hub model (it lists the repository's files
-    online first); resolve such ids through the cache instead. Online, mergekit's own behaviour is kept."""
-    original = ModelReference.local_path
-
-    def local_path(self, cache_dir=None, ignore_lora=False):
-        if is_offline() and is_hub_id(self.model.path) and (ignore_lora or self.lora is None):
-            return resolve_model_path(self.model.path, self.model.revision)
-        return original(self, cache_dir=cache_dir, ignore_lora=ignore_lora)
-
-    ModelReference.local_path = local_path
-
-
-def _install_patches() -> None:
-    """Small patches of mergekit 0.1.5, active for ``layerwise_seg`` recipes only.
-
-    * :func:`_screen_inputs` before the kernel (integers, heads of other shapes);
-    * :func:`check_parameter_keys` when a merge is planned, so that the plain
-      ``mergekit-yaml`` refuses misspelled parameters too;
-    * a segmentation model card (:mod:`layerseg_merge.card`) instead of mergekit's
-      language-model card, which also looks every input path up on the Hub;
-    * Hub ids resolved through the local cache when HF_HUB_OFFLINE is set.
-    """
-    import mergekit.merge
+def _check_out_dtype(result: torch.Tensor, name: str) -> None:
+    """mergekit's writer casts to the recipe's ``out_dtype``: refuse a value that overflows it."""
     from mergekit.common import dtype_from_name
-    from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
-    from mergekit.plan import MergePlanner
 
-    original = ExecuteMergeMethodTask.execute
-    if getattr(original, "_layerseg", False):
-        return
-    original_init, original_plan_to_disk = MergePlanner.__init__, MergePlanner.plan_to_disk
+    record = _RECORD.get() or MergeRecord()
+    if record.out_dtype and result.is_floating_point():
+        cast_checked(result, dtype_from_name(record.out_dtype), name, "the recipe's out_dtype")
 
-    def planner_init(self, config, *args, **kwargs):
-        if config.merge_method == METHOD_NAME:
-            check_parameter_keys(config)
-            self._layerseg_record = MergeRecord(config.dtype, config.out_dtype)
-            _RECORD.set(self._layerseg_record)
-        original_init(self, config, *args, **kwargs)
 
-    def plan_to_disk(self, out_path: str):
-        if self.config.merge_method != METHOD_NAME:
-            return original_plan_to_disk(self, out_path)
-        _check_output_path(out_path, self.config)
-        tasks = original_plan_to_disk(self, out_path)
-        warn_unmatched_filters(self.config, [weight.name for weight, _ in self._tensors])
-        record_plan(self._layerseg_record, out_path, (task for _, task in self._tensors))
-        return tasks
-
-    MergePlanner.__init__ = planner_init
-    MergePlanner.plan_to_disk = plan_to_disk
-    original_run_merge = mergekit.merge.run_merge
-
-    def run_merge(merge_config, out_path, options, config_source=None):
-        if merge_config.merge_method == METHOD_NAME and config_source:
-            from layerseg_merge.recipe import check_recipe_source
-
-            check_recipe_source(config_source)
-        return original_run_merge(merge_config, out_path, options, config_source=config_source)
-
-    mergekit.merge.run_merge = run_merge
-    run_yaml = sys.modules.get("mergekit.scripts.run_yaml")  # imported before us: it holds the original
-    if run_yaml is not None:
-        run_yaml.run_merge = run_merge
-    _resolve_hub_ids_offline()
-    mergekit.merge.generate_card = _segmentation_card(mergekit.merge.generate_card)
-
-    def execute(self, tensors, **kwargs):
-        if self.method_name != METHOD_NAME:
-            return original(self, tensors, **kwargs)
-        screened = _screen_inputs(self, tensors)
-        if isinstance(screened, torch.Tensor):
-            return screened
-        result = original(self, screened, **kwargs)
-        anchor = screened.get(self.base_model)
-        # Written in the anchor's dtype as loaded: its stored dtype, or the recipe's `dtype:` (mergekit
-        # casts every input to it), not the dtype mergekit promotes mixed inputs to for the arithmetic.
-        if result is not None and anchor is not None and result.is_floating_point():
-            record = _RECORD.get() or MergeRecord()
-            why = f"the recipe's dtype {record.dtype}" if record.dtype else "the anchor's stored dtype"
-            result = cast_checked(result, anchor.dtype, self.output_weight.name, why)
-            if record.out_dtype:  # mergekit's writer casts to it
-                cast_checked(result, dtype_from_name(record.out_dtype), self.output_weight.name,
-                             "the recipe's out_dtype")
-        return result
-
-    execute._layerseg = True
-    ExecuteMergeMethodTask.execute = execute
+def anchor_dtype_result(task, screened: dict, result: torch.Tensor | None) -> torch.Tensor | None:
+    """A merged tensor in the anchor's dtype as loaded: its stored dtype, or the recipe's ``dtype:`` (mergekit
+    casts every input to it), not the dtype mergekit promotes mixed inputs to for the arithmetic."""
+    anchor = screened.get(task.base_model)
+    if result is not None and anchor is not None and result.is_floating_point():
+        record = _RECORD.get() or MergeRecord()
+        why = f"the recipe's dtype {record.dtype}" if record.dtype else "the anchor's stored dtype"
+        result = cast_checked(result, anchor.dtype, task.output_weight.name, why)
+        _check_out_dtype(result, task.output_weight.name)
+    return result
 
 
 def register_method() -> None:
-    """Register ``layerwise_seg`` with mergekit's registry (idempotent)."""
+    """Register ``layerwise_seg`` with mergekit's registry (idempotent), and whatever mergekit lacks for it."""
     from mergekit.merge_methods import registry
 
-    if METHOD_NAME not in {m.spec.name for m in registry.registered_methods()}:
+    current = {m.spec.name: m for m in registry.registered_methods()}.get(METHOD_NAME)
+    if current is None:
         registry.register(layerwise_seg)
-    _install_patches()
+    elif current is not layerwise_seg:  # mergekit's own layerwise_seg (upstream patch 0011): ours extends it
+        registry.register(layerwise_seg, replace=True)
+    mergekit_compat.install()
 
 
 register_method()  # importing this module is what plugs it into mergekit (see layerseg_merge.register)

@@ -15,16 +15,9 @@ from mergekit.architecture import ModelArchitecture, ModuleArchitecture, ModuleD
 from mergekit.architecture.base import WeightInfo
 from transformers import PretrainedConfig
 
+from layerseg_merge import mergekit_compat
 from layerseg_merge.architectures import HOSTS
 from layerseg_merge.architectures.layout import TensorInfo, head_aliases, layout_of_config
-
-
-class _Aliases(tuple):
-    """mergekit 0.1.5 builds ``[name] + weight.aliases`` when it plans an optional weight, which fails for the
-    tuple its WeightInfo stores (every alias would raise TypeError); ``__radd__`` makes that concatenation work."""
-
-    def __radd__(self, other):
-        return list(other) + list(self)
 
 
 def _weight_info(info: TensorInfo, optional: bool) -> WeightInfo:
@@ -34,7 +27,7 @@ def _weight_info(info: TensorInfo, optional: bool) -> WeightInfo:
     weight = WeightInfo(name=info.name, optional=optional, force_dtype=force)
     aliases = head_aliases(info) if info.role == "head" else ()
     if aliases:
-        object.__setattr__(weight, "aliases", _Aliases(aliases))  # WeightInfo would coerce it to a tuple
+        mergekit_compat.set_aliases(weight, aliases)
     return weight
 
 
@@ -69,10 +62,7 @@ SEGMENTATION_ARCHITECTURE = ModelArchitecture(
 
 def register_architectures() -> None:
     """Make mergekit resolve every supported host to our definition (idempotent)."""
-    from mergekit.architecture.json_definitions import NAME_TO_ARCH
-
-    for name in HOSTS:
-        NAME_TO_ARCH[name] = [SEGMENTATION_ARCHITECTURE]
+    mergekit_compat.register_architecture(SEGMENTATION_ARCHITECTURE, HOSTS)
 
 
 register_architectures()  # see layerseg_merge.register

@@ -1,0 +1,347 @@
+"""Every change layerseg-merge makes to mergekit at run time, each only where mergekit lacks the feature.
+
+mergekit 0.1.5 has no public way to do what the plugin needs, so the plugin changes a few of its
+internals. Each such workaround is listed in :data:`WORKAROUNDS` with the patch of the upstream
+series (``upstream/`` in the repository) that makes it unnecessary, and is installed only where
+the mergekit at hand lacks that patch's feature, detected by the feature itself (an API, or the
+code of the bug), never by a version string. With the series applied nothing here is installed:
+the plugin then uses mergekit's public hooks only (``register_architecture``, ``register(...,
+replace=True)``, the ``mergekit.plugins`` entry point, the method's ``unused_parameters`` and
+``model_card`` hooks and its spec's input policies). :func:`active` lists what this process installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable, Iterable
+from functools import cache
+
+WORKAROUNDS: dict[str, str] = {
+    # name: the upstream patch (upstream/NNNN-*.patch) that retires it
+    "tuple_aliases": "0001-Fix-planning-optional-weights-that-declare-aliases.patch",
+    "hub_offline": "0002-Resolve-Hub-models-from-the-local-cache-when-offline.patch",
+    "plan_in_memory": "0003-Fix-MergePlanner.plan_in_memory.patch",
+    "parameter_checks": "0004-Warn-about-merge-parameters-the-method-does-not-use-.patch",
+    "output_path": "0005-Refuse-an-output-path-that-is-lies-inside-or-contain.patch",
+    "kernel_inputs": "0006-Give-merge-kernels-the-tensor-s-position-companion-t.patch",
+    "architecture_registry": "0007-Add-register_architecture-and-a-mergekit.plugins-ent.patch",
+    "startup_hook": "0007-Add-register_architecture-and-a-mergekit.plugins-ent.patch",
+    "model_card": "0008-Let-a-merge-method-write-the-model-card.patch",
+    "recipe_source": "0009-Refuse-recipes-that-YAML-would-read-silently-wrong.patch",
+}
+
+_ACTIVE: list[str] = []
+
+
+def _source_has(function, text: str) -> bool:
+    try:
+        return text in inspect.getsource(function)
+    except (OSError, TypeError):  # no source at hand: keep the workaround, it is harmless on a fixed mergekit
+        return True
+
+
+def _lacks_tuple_aliases() -> bool:
+    from mergekit.plan import MergePlanner
+
+    return _source_has(MergePlanner.plan_tensor, "[w_in.name] + (w_in.aliases or [])")
+
+
+def _lacks_hub_offline() -> bool:
+    from mergekit.common import ModelReference
+
+    return not _source_has(ModelReference.local_path, "HF_HUB_OFFLINE")
+
+
+def _lacks_plan_in_memory() -> bool:
+    from mergekit.graph import Task
+    from mergekit.io.tasks import ReturnTensor
+
+    return ReturnTensor.model_fields["tensor_task"].annotation is not Task
+
+
+def _lacks_parameter_checks() -> bool:
+    from mergekit.merge_methods.base import MergeMethod
+
+    return not hasattr(MergeMethod, "unused_parameters")
+
+
+def _lacks_output_path() -> bool:
+    import mergekit.merge
+
+    return not hasattr(mergekit.merge, "check_output_path")
+
+
+def _lacks_kernel_inputs() -> bool:
+    from mergekit.merge_methods.base import MergeMethodSpec
+
+    return "companions" not in {f.name for f in dataclasses.fields(MergeMethodSpec)}
+
+
+def _lacks_architecture_registry() -> bool:
+    import mergekit.architecture
+
+    return not hasattr(mergekit.architecture, "register_architecture")
+
+
+def _lacks_startup_hook() -> bool:
+    return importlib.util.find_spec("mergekit.plugins") is None
+
+
+def _lacks_model_card() -> bool:
+    from mergekit.merge_methods.base import MergeMethod
+
+    return not hasattr(MergeMethod, "model_card")
+
+
+def _lacks_recipe_source() -> bool:
+    import mergekit.config
+
+    return not hasattr(mergekit.config, "load_recipe_yaml")
+
+
+_LACKS: dict[str, Callable[[], bool]] = {name: globals()[f"_lacks_{name}"] for name in WORKAROUNDS}
+
+
+@cache
+def lacks(name: str) -> bool:
+    """Whether the mergekit at hand lacks the feature whose absence workaround ``name`` makes up for."""
+    return _LACKS[name]()
+
+
+def active() -> list[str]:
+    """The workarounds installed in this process, in the order of :data:`WORKAROUNDS`."""
+    return [name for name in WORKAROUNDS if name in _ACTIVE]
+
+
+def _mark(name: str) -> None:
+    if name not in _ACTIVE:
+        _ACTIVE.append(name)
+
+
+# --- architectures (layerseg_merge.architectures.mergekit_glue) ----------------------------------------------
+
+
+class _Aliases(tuple):
+    """mergekit 0.1.5 builds ``[name] + weight.aliases`` when it plans an optional weight, which fails for the
+    tuple its WeightInfo stores (every alias would raise TypeError); ``__radd__`` makes that concatenation work."""
+
+    def __radd__(self, other):
+        return list(other) + list(self)
+
+
+def set_aliases(weight, aliases: tuple[str, ...]) -> None:
+    """Give a WeightInfo the other names of a head shared between hosts."""
+    if lacks("tuple_aliases"):
+        _mark("tuple_aliases")
+        object.__setattr__(weight, "aliases", _Aliases(aliases))  # WeightInfo would coerce it to a tuple
+    else:
+        object.__setattr__(weight, "aliases", tuple(aliases))
+
+
+def register_architecture(architecture, names: Iterable[str]) -> None:
+    """Make mergekit resolve every class in ``names`` to ``architecture`` (idempotent)."""
+    if lacks("architecture_registry"):
+        from mergekit.architecture.json_definitions import NAME_TO_ARCH
+
+        _mark("architecture_registry")
+        for name in names:
+            NAME_TO_ARCH[name] = [architecture]
+        return
+    from mergekit.architecture import register_architecture
+
+    register_architecture(architecture, replace=True)
+
+
+# --- the merge method (layerseg_merge.method) ---------------------------------------------------------------
+
+
+def kernel_spec_options(companions: Callable[[str], dict]) -> dict:
+    """The input policies of ``layerwise_seg``'s spec, where mergekit has them (else the execute wrapper
+    below screens the inputs and the kernel reads the running means itself)."""
+    if lacks("kernel_inputs"):
+        return {}
+    from mergekit.merge_methods import NonFloatingPolicy, ResultDtype, ShapePolicy
+
+    return dict(non_floating_policy=NonFloatingPolicy.FROM_BASE, shape_policy=ShapePolicy.KERNEL,
+                result_dtype=ResultDtype.BASE, companions=companions)
+
+
+def running_means(group, members, names: list[str]) -> list:
+    """The running means of the BatchNorm variance ``names`` of ``members`` (entries of ``group``)."""
+    companions = getattr(group, "companions", None) or {}
+    if "running_mean" in companions:
+        return [companions["running_mean"][entry.id] for entry in members]
+    from mergekit.io.tasks import LoaderCache
+
+    from layerseg_merge.tensor_merge import running_mean_name
+
+    _mark("kernel_inputs")
+    return [LoaderCache().get(entry.id).get_tensor(running_mean_name(name), device="cpu")
+            for entry, name in zip(members, names)]
+
+
+def in_memory_targets(planner) -> tuple[dict, bool]:
+    """{task: weight} of every planned output tensor, and whether the caller casts the values to the output
+    dtype (where ``plan_in_memory()`` works, its ReturnTensor tasks do)."""
+    if not lacks("plan_in_memory"):
+        return {task: task.weight_info for task in planner.plan_in_memory()}, False
+    # mergekit 0.1.5's plan_in_memory() cannot build its ReturnTensor tasks (pydantic refuses a
+    # Task[Optional[Tensor]] where Task[Tensor] is declared): run the planned tensor tasks instead.
+    _mark("plan_in_memory")
+    planner._plan()
+    return {task: weight for weight, task in planner._tensors}, True
+
+
+def install() -> None:
+    """Install every workaround the mergekit at hand needs (idempotent)."""
+    import os
+
+    from layerseg_merge import method
+
+    for name in ("tuple_aliases", "plan_in_memory"):  # used where needed (set_aliases, in_memory_targets)
+        if lacks(name):
+            _mark(name)
+    if lacks("startup_hook") and "_layerseg_merge_hook" in sys.modules and not os.environ.get(
+            "LAYERSEG_MERGE_NO_HOOK"):
+        _mark("startup_hook")  # the .pth hook wraps mergekit's import to register us: no entry-point group
+    if lacks("hub_offline"):
+        _install_hub_offline()
+    if any(lacks(name) for name in ("parameter_checks", "output_path", "model_card")):
+        _install_planner_hooks(method)
+    if lacks("model_card"):
+        _install_card(method)
+    if lacks("recipe_source"):
+        _install_recipe_source(method)
+    if lacks("kernel_inputs"):
+        _install_execute(method)
+
+
+def _once(owner, attribute: str, name: str) -> bool:
+    """True unless ``owner.attribute`` is already our wrapper ``name``."""
+    return getattr(getattr(owner, attribute), "_layerseg", None) != name
+
+
+def _tagged(function, name: str):
+    function._layerseg = name
+    return function
+
+
+def _install_hub_offline() -> None:
+    """With HF_HUB_OFFLINE set, mergekit 0.1.5 cannot use a cached Hub model (it lists the repository's files
+    online first); resolve such ids through the cache instead. Online, mergekit's own behaviour is kept."""
+    from mergekit.common import ModelReference
+
+    from layerseg_merge.hub import is_hub_id, is_offline, resolve_model_path
+
+    if not _once(ModelReference, "local_path", "hub_offline"):
+        return
+    _mark("hub_offline")
+    original = ModelReference.local_path
+
+    def local_path(self, cache_dir=None, ignore_lora=False):
+        if is_offline() and is_hub_id(self.model.path) and (ignore_lora or self.lora is None):
+            return resolve_model_path(self.model.path, self.model.revision)
+        return original(self, cache_dir=cache_dir, ignore_lora=ignore_lora)
+
+    ModelReference.local_path = _tagged(local_path, "hub_offline")
+
+
+def _install_planner_hooks(method) -> None:
+    """``layerwise_seg`` recipes, when mergekit plans them: strict parameter checks and the per-merge record
+    (``unused_parameters`` hook), the refusal of an output inside an input (``check_output_path``), and the
+    coefficients for the card (``model_card`` hook)."""
+    from mergekit.plan import MergePlanner
+
+    if not _once(MergePlanner, "__init__", "planner"):
+        return
+    for name in ("parameter_checks", "output_path", "model_card"):
+        if lacks(name):
+            _mark(name)
+    original_init, original_plan_to_disk = MergePlanner.__init__, MergePlanner.plan_to_disk
+
+    def planner_init(self, config, *args, **kwargs):
+        if config.merge_method == method.METHOD_NAME and lacks("parameter_checks"):
+            method.begin_merge(config)
+            self._layerseg_record = method.merge_record()
+        elif config.merge_method == method.METHOD_NAME:
+            self._layerseg_record = None  # the method's unused_parameters hook begins the merge
+        original_init(self, config, *args, **kwargs)
+
+    def plan_to_disk(self, out_path: str):
+        if self.config.merge_method != method.METHOD_NAME:
+            return original_plan_to_disk(self, out_path)
+        if lacks("output_path"):
+            method.check_output_inputs(out_path, self.config)
+        tasks = original_plan_to_disk(self, out_path)
+        if lacks("model_card"):
+            record = getattr(self, "_layerseg_record", None) or method.merge_record()
+            method.record_plan(record, out_path, (task for _, task in self._tensors))
+        return tasks
+
+    MergePlanner.__init__ = _tagged(planner_init, "planner")
+    MergePlanner.plan_to_disk = _tagged(plan_to_disk, "planner")
+
+
+def _install_card(method) -> None:
+    import mergekit.merge
+
+    if not _once(mergekit.merge, "generate_card", "model_card"):
+        return
+    _mark("model_card")
+    original = mergekit.merge.generate_card
+
+    def generate_card(config, config_yaml, name=None, **kwargs):
+        record = method.merge_record()
+        if config.merge_method != method.METHOD_NAME or record is None or record.out_path is None:
+            return original(config, config_yaml, name=name, **kwargs)
+        return method.segmentation_card(config, config_yaml, record)
+
+    mergekit.merge.generate_card = _tagged(generate_card, "model_card")
+
+
+def _install_recipe_source(method) -> None:
+    """The plain ``mergekit-yaml`` refuses ``layerwise_seg`` recipes with keys given twice, unknown top-level
+    keys or alias bombs, as ``layerseg merge`` does (mergekit 0.1.5 drops them while parsing)."""
+    import mergekit.merge
+
+    if not _once(mergekit.merge, "run_merge", "recipe_source"):
+        return
+    _mark("recipe_source")
+    original_run_merge = mergekit.merge.run_merge
+
+    def run_merge(merge_config, out_path, options, config_source=None):
+        if merge_config.merge_method == method.METHOD_NAME and config_source:
+            from layerseg_merge.recipe import check_recipe_source
+
+            check_recipe_source(config_source)
+        return original_run_merge(merge_config, out_path, options, config_source=config_source)
+
+    mergekit.merge.run_merge = _tagged(run_merge, "recipe_source")
+    run_yaml = sys.modules.get("mergekit.scripts.run_yaml")  # imported before us: it holds the original
+    if run_yaml is not None:
+        run_yaml.run_merge = mergekit.merge.run_merge
+
+
+def _install_execute(method) -> None:
+    """mergekit 0.1.5 refuses differing integer buffers and tensors of other shapes before any method runs,
+    and writes the dtype it promoted mixed inputs to: screen the inputs by the tensor's plan and write the
+    anchor's dtype as loaded."""
+    from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
+
+    if not _once(ExecuteMergeMethodTask, "execute", "kernel_inputs"):
+        return
+    _mark("kernel_inputs")
+    original = ExecuteMergeMethodTask.execute
+
+    def execute(self, tensors, **kwargs):
+        if self.method_name != method.METHOD_NAME:
+            return original(self, tensors, **kwargs)
+        screened = method._screen_inputs(self, tensors)
+        if not isinstance(screened, dict):
+            return screened
+        return method.anchor_dtype_result(self, screened, original(self, screened, **kwargs))
+
+    ExecuteMergeMethodTask.execute = _tagged(execute, "kernel_inputs")

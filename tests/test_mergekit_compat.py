@@ -1,0 +1,80 @@
+"""mergekit_compat: each runtime change of mergekit is installed exactly where mergekit lacks its feature.
+
+On the pinned mergekit 0.1.5 every workaround is active; with the upstream series applied
+(`bash upstream/check.sh` runs this file on the patched tree) none is, and the plugin works
+through mergekit's public hooks.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from layerseg_merge import mergekit_compat
+from layerseg_merge.mergekit_compat import WORKAROUNDS, lacks
+
+ACTIVE = """
+import json, mergekit.merge, layerseg_merge
+layerseg_merge.register()
+from layerseg_merge.mergekit_compat import active
+print(json.dumps(active()))
+"""
+
+
+def active_in_a_fresh_process(**env) -> list[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "LAYERSEG_MERGE_NO_HOOK"}
+    result = subprocess.run([sys.executable, "-c", ACTIVE], capture_output=True, text=True,
+                            env={**environment, **env})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_features_are_all_missing_or_all_present():
+    missing = [name for name in WORKAROUNDS if lacks(name)]
+    assert missing in (list(WORKAROUNDS), []), f"a partly patched mergekit: {missing}"
+
+
+def test_active_lists_each_workaround_where_mergekit_lacks_it():
+    expected = [name for name in WORKAROUNDS if lacks(name)]
+    assert active_in_a_fresh_process() == expected
+    # without the start-up hook the package registers itself on import: the hook is not in use
+    assert active_in_a_fresh_process(LAYERSEG_MERGE_NO_HOOK="1") == [n for n in expected if n != "startup_hook"]
+
+
+def test_each_workaround_is_in_place_exactly_when_active():
+    import mergekit.merge
+    from mergekit.architecture import arch_info_for_config
+    from mergekit.common import ModelReference
+    from mergekit.merge_methods import registry
+    from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
+    from mergekit.plan import MergePlanner
+    from transformers import SegformerConfig
+
+    import layerseg_merge
+    from layerseg_merge.architectures.mergekit_glue import SEGMENTATION_ARCHITECTURE
+    from layerseg_merge.method import layerwise_seg
+
+    layerseg_merge.register()
+    tagged = {
+        "hub_offline": ModelReference.local_path,
+        "kernel_inputs": ExecuteMergeMethodTask.execute,
+        "model_card": mergekit.merge.generate_card,
+        "recipe_source": mergekit.merge.run_merge,
+    }
+    for name, function in tagged.items():
+        assert (getattr(function, "_layerseg", None) == name) == lacks(name), name
+    planner_wrapped = getattr(MergePlanner.__init__, "_layerseg", None) == "planner"
+    assert planner_wrapped == any(lacks(n) for n in ("parameter_checks", "output_path", "model_card"))
+    # either way mergekit resolves our hosts to our definition and layerwise_seg to our method
+    config = SegformerConfig(architectures=["SegformerForSemanticSegmentation"])
+    assert arch_info_for_config(config) is SEGMENTATION_ARCHITECTURE
+    assert {m.spec.name: m for m in registry.registered_methods()}["layerwise_seg"] is layerwise_seg
+    assert set(mergekit_compat.active()) <= {name for name in WORKAROUNDS if lacks(name)}
+
+
+def test_every_workaround_names_a_patch_of_the_series():
+    upstream = Path(__file__).resolve().parents[1] / "upstream"
+    patches = {p.name for p in upstream.glob("*.patch")} if upstream.is_dir() else set(WORKAROUNDS.values())
+    assert set(WORKAROUNDS.values()) <= patches
+    assert len(WORKAROUNDS) == 10

@@ -1,14 +1,24 @@
-"""Per-image metric update time at Cityscapes resolution (1024x2048), excluding PNG decoding.
+"""Per-image metric update time at Cityscapes resolution (1024x2048), and PNG decoding: Pillow vs kornia-rs.
 
     python benchmarks/score_speed.py [--repeats 20] [--device auto]
+
+The decoding lines time `layerseg_merge.eval.images` on three seeded 1024x2048 PNGs written by Pillow
+(a COCO panoptic id map, a class-index label, a photo-like RGB image) with each decoder in turn
+(LAYERSEG_PNG_DECODER=pillow is the decoder before kornia-rs), best of the repeats, and check that
+both give the same array.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from layerseg_merge.eval.inference import pick_device
 from layerseg_merge.eval.metrics import PanopticMetric, Segment, SemanticMetric
@@ -45,6 +55,60 @@ def timed(function, repeats: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
+def best_ms(function, repeats: int) -> float:
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times) * 1000
+
+
+def decoder_figures(repeats: int) -> None:
+    """Decoding ms per 1024x2048 PNG with Pillow and with the default decoder, the arrays compared."""
+    from layerseg_merge.eval import images
+
+    generator = torch.Generator().manual_seed(1)
+    ids, _ = panoptic_image(generator, 1024, 2048)
+    ids = ids.numpy()
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:1024, 0:2048]
+    photo = np.stack([(x / 8) % 256, (y / 4) % 256, ((x + y) / 16) % 256], -1) + rng.normal(0, 12, (1024, 2048, 3))
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+        Image.fromarray(rgb).save(root / "panoptic.png")
+        Image.fromarray((ids % 34).astype(np.uint8)).save(root / "label.png")
+        Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(root / "photo.png")
+        cases = {"panoptic PNG -> ids (read_panoptic_ids)": (images.read_panoptic_ids, root / "panoptic.png"),
+                 "label PNG, 8-bit grey (read_label)": (images.read_label, root / "label.png"),
+                 "photo PNG, RGB (read_image, RGB)": (lambda p: images.read_image(p, "RGB"), root / "photo.png")}
+        previous = os.environ.get(images.DECODER_VARIABLE)
+        results: dict[str, dict[str, tuple[float, np.ndarray]]] = {}
+        try:
+            for decoder in ("pillow", "auto"):
+                os.environ[images.DECODER_VARIABLE] = decoder
+                images.png_decoder.cache_clear()
+                name = "Pillow" if images.png_decoder() is None else "kornia-rs"
+                results[name] = {case: (best_ms(lambda f=f, p=p: f(p), repeats), f(p))
+                                 for case, (f, p) in cases.items()}
+        finally:
+            if previous is None:
+                os.environ.pop(images.DECODER_VARIABLE, None)
+            else:
+                os.environ[images.DECODER_VARIABLE] = previous
+            images.png_decoder.cache_clear()
+    names = list(results)
+    print("decoding, ms per 1024x2048 PNG (best of the repeats): " + "  vs  ".join(names))
+    for case in cases:
+        values = [results[n][case] for n in names]
+        same = all(v[1].dtype == values[0][1].dtype and np.array_equal(v[1], values[0][1]) for v in values)
+        line = "  ".join(f"{n} {v[0]:7.2f}" for n, v in zip(names, values))
+        ratio = f"  ({values[0][0] / values[-1][0]:.1f}x)" if len(values) > 1 else ""
+        print(f"  {case:40s} {line}{ratio}; identical arrays: {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -69,6 +133,7 @@ def main() -> None:
     print(f"semantic update  {semantic8_ms:7.2f} ms/image, uint8 maps (decoded PNGs)")
     print(f"panoptic update  {panoptic_ms:7.2f} ms/image ({len(gt[1])} GT / {len(pred[1])} predicted segments; "
           "target <= 20 ms on CPU)")
+    decoder_figures(args.repeats)
 
 
 if __name__ == "__main__":

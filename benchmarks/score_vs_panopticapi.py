@@ -2,8 +2,10 @@
 
 Generates N seeded COCO panoptic ground-truth/prediction pairs at 1024x2048 (11 stuff bands, ~60 thing rectangles
 of 8 categories, at most one crowd segment per category and image, VOID rows; the prediction is a perturbed copy),
-times both tools as subprocesses (wall time including interpreter start-up, best of R) and compares PQ/SQ/RQ for
-All/Things/Stuff. pq_compute runs with multiprocessing.cpu_count() processes; ours with its defaults.
+times both tools as subprocesses (wall time including interpreter start-up, best of R, the runs taking turns) and
+compares PQ/SQ/RQ for All/Things/Stuff. pq_compute runs with multiprocessing.cpu_count() processes; ours with its
+defaults, twice: PNGs decoded by Pillow (LAYERSEG_PNG_DECODER=pillow: before kornia-rs) and by the default decoder
+(kornia-rs where installed: after), so that before and after are measured side by side.
 
     python benchmarks/score_vs_panopticapi.py [--images 40] [--repeats 1] [--keep DIR] [--seed 0]
         [--panopticapi-python /tmp/pq_venv/bin/python] [--panopticapi-path /tmp/panopticapi_src]
@@ -198,18 +200,6 @@ def generate(root: Path, images: int, seed: int) -> dict[str, float]:
     return {k: v / images for k, v in counts.items()}
 
 
-def best_of(repeats: int, command: list[str], env: dict[str, str] | None = None) -> float:
-    """Fastest wall time of `repeats` runs; exits with the tool's output if it fails."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
-        times.append(time.perf_counter() - start)
-        if done.returncode != 0:
-            sys.exit(f"{command[0]} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return min(times)
-
-
 def panopticapi_problem(python: str, path: str) -> str | None:
     """Why panopticapi cannot run with this interpreter and path, or None when it can."""
     try:
@@ -244,6 +234,46 @@ def table(reports: dict[str, dict]) -> None:
                                           + f" {int(r[group]['n']):5d}" for r in reports.values()))
 
 
+def run_timed(command: list[str], env: dict[str, str]) -> float:
+    """Wall time of one run; exits with the tool's output if it fails."""
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{command[0]} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return seconds
+
+
+def best_interleaved(repeats: int, runs: dict[str, tuple[list[str], dict[str, str]]]) -> dict[str, float]:
+    """Fastest wall time of each named run over `repeats` rounds; the runs take turns, so load hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (command, env) in runs.items():
+            times[name].append(run_timed(command, env))
+    return {name: min(values) for name, values in times.items()}
+
+
+def default_decoder() -> str:
+    """The PNG decoder `layerseg score` uses by default in this interpreter."""
+    from layerseg_merge.eval.images import png_decoder
+
+    return "kornia-rs" if png_decoder() is not None else "Pillow (kornia-rs missing)"
+
+
+def compare(name: str, ours: dict, other: str, theirs: dict) -> None:
+    """The largest differences of the summary and per-category PQ/SQ/RQ between two reports."""
+    diff = max(gap(ours[g][m], theirs[g][m]) for g in GROUPS for m in METRICS)
+    same_n = all(int(ours[g]["n"]) == int(theirs[g]["n"]) for g in GROUPS)
+    print(f"{name} vs {other}: max |difference| over PQ/SQ/RQ of All/Things/Stuff {diff:.3g} (fractions); "
+          f"n equal: {same_n}")
+    ours_classes, their_classes = ours.get("per_class", {}), theirs.get("per_class", {})
+    common = [c for c in their_classes if c in ours_classes
+              and sum(ours_classes[c].get(k, 0) for k in ("tp", "fp", "fn")) > 0]
+    if common:
+        per_class = max(gap(ours_classes[c][m], their_classes[c][m]) for c in common for m in METRICS)
+        print(f"  max |difference| per category PQ/SQ/RQ ({len(common)} categories): {per_class:.3g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=40)
@@ -265,39 +295,33 @@ def main() -> None:
               f"{time.perf_counter() - start:.1f} s); per image {counts['gt']:.1f} GT segments "
               f"({counts['crowd']:.1f} crowd), {counts['pred']:.1f} predicted")
         gt_json, gt_folder, pred_json, pred_folder = (str(root / n) for n in ("gt.json", "gt", "pred.json", "pred"))
-
-        ours_out = root / "report_layerseg.json"
-        ours_s = best_of(args.repeats, [str(layerseg), "score", "panoptic", "--gt-json", gt_json, "--gt-folder",
-                                        gt_folder, "--pred-json", pred_json, "--pred-folder", pred_folder,
-                                        "--out", str(ours_out)])
-        ours = json.loads(ours_out.read_text())
-        print(f"layerseg score panoptic: {ours_s:8.2f} s wall (best of {args.repeats})")
-
+        runs, outputs = {}, {}
+        for name, choice in (("layerseg, Pillow PNGs (before)", "pillow"),
+                             (f"layerseg, {default_decoder()} PNGs (after)", "auto")):
+            outputs[name] = root / f"report_layerseg_{choice}.json"
+            runs[name] = ([str(layerseg), "score", "panoptic", "--gt-json", gt_json, "--gt-folder", gt_folder,
+                           "--pred-json", pred_json, "--pred-folder", pred_folder, "--out", str(outputs[name])],
+                          {**os.environ, "LAYERSEG_PNG_DECODER": choice})
         problem = panopticapi_problem(args.panopticapi_python, args.panopticapi_path)
         if problem:
             print(f"panopticapi not available: {problem}; reporting layerseg only")
-            table({"layerseg": ours})
-            return
-        driver, theirs_out = root / "run_pq_compute.py", root / "report_panopticapi.json"
-        driver.write_text(DRIVER)
-        theirs_s = best_of(args.repeats, [args.panopticapi_python, str(driver), gt_json, gt_folder, pred_json,
-                                          pred_folder, str(theirs_out)],
-                           env={**os.environ, "PYTHONPATH": args.panopticapi_path})
-        theirs = json.loads(theirs_out.read_text())
-        print(f"panopticapi pq_compute : {theirs_s:8.2f} s wall (best of {args.repeats}, "
-              f"{theirs['processes']} processes)")
-        print(f"ratio panopticapi / layerseg: {theirs_s / ours_s:.3f}")
+        else:
+            driver = root / "run_pq_compute.py"
+            driver.write_text(DRIVER)
+            outputs["panopticapi"] = root / "report_panopticapi.json"
+            runs["panopticapi"] = ([args.panopticapi_python, str(driver), gt_json, gt_folder, pred_json, pred_folder,
+                                    str(outputs["panopticapi"])], {**os.environ, "PYTHONPATH": args.panopticapi_path})
+        seconds = best_interleaved(args.repeats, runs)
+        reports = {name: json.loads(path.read_text()) for name, path in outputs.items()}
 
-    table({"layerseg": ours, "panopticapi": theirs})
-    diff = max(gap(ours[g][m], theirs[g][m]) for g in GROUPS for m in METRICS)
-    same_n = all(int(ours[g]["n"]) == int(theirs[g]["n"]) for g in GROUPS)
-    print(f"max |difference| over PQ/SQ/RQ of All/Things/Stuff: {diff:.3g} (fractions); n equal: {same_n}")
-    ours_classes = ours.get("per_class", {})
-    common = [c for c in theirs["per_class"] if c in ours_classes
-              and sum(ours_classes[c].get(k, 0) for k in ("tp", "fp", "fn")) > 0]
-    if common:
-        per_class = max(gap(ours["per_class"][c][m], theirs["per_class"][c][m]) for c in common for m in METRICS)
-        print(f"max |difference| per category PQ/SQ/RQ ({len(common)} categories): {per_class:.3g}")
+    for name, value in seconds.items():
+        processes = f", {reports[name]['processes']} processes" if name == "panopticapi" else ""
+        ratio = f"; panopticapi / this: {seconds['panopticapi'] / value:.2f}x" if "panopticapi" in seconds else ""
+        print(f"{name:40s} {value:8.2f} s wall (best of {args.repeats}{processes}){ratio}")
+    table({name.split(" (")[0]: report for name, report in reports.items()})
+    names = list(reports)
+    for other in names[1:]:
+        compare(names[0], reports[names[0]], other, reports[other])
 
 
 if __name__ == "__main__":

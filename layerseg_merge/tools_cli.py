@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import click
@@ -15,6 +17,32 @@ def _echo(message: str) -> None:
 
 def _data_paths(data: str) -> list[str]:
     return [p for p in data.partition(":")[2].split(",") if p]
+
+
+def _launch_rank() -> int:
+    """This process's rank under torchrun (0 otherwise): rank 0 alone writes the outputs."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _passive_threads() -> None:
+    """Idle OpenMP threads sleep rather than spin (unless the user set ``OMP_WAIT_POLICY``; it takes effect when
+    torch is first imported): with busy cores, spinning threads cost a sweep of small models 10-40x."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@contextlib.contextmanager
+def _ranks_joined():
+    """Leave torchrun's process group (if this command joined one) once every rank is done."""
+    try:
+        yield
+    finally:
+        import sys
+
+        if "torch.distributed" in sys.modules:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
 
 
 @click.command("analyze")
@@ -74,13 +102,18 @@ def analyze_command(models, anchor, device, out, plot) -> None:
 @click.option("--workers", default=2, show_default=True)
 @click.option("--limit", type=int, default=None, help="use only the first N images")
 @click.option("--overwrite", is_flag=True, help="replace OUT if it holds a previous sweep's output")
+@click.option("--cache-gb", type=click.FloatRange(min=0), default=8.0, show_default=True,
+              help="keep the decoded validation data in memory up to this size (per process; 0: decode per candidate)")
 def sweep_command(recipe, data, split, grid_options, metric, budget, unsupervised, out, device, batch_size, workers,
-                  limit, overwrite) -> None:
+                  limit, overwrite, cache_gb) -> None:
     """Choose the anchor and schedule of RECIPE on a validation split; write the best recipe.
 
-    Candidates are merged in memory (inputs loaded once, nothing written per candidate).
+    The inputs are loaded and the validation images decoded once; each candidate is merged in memory
+    and copied into one model per anchor. Under torchrun the images are sharded over the ranks and
+    rank 0 writes OUT.
     """
-    with reported("sweep"):
+    _passive_threads()
+    with reported("sweep"), _ranks_joined():
         import json
 
         import yaml
@@ -90,11 +123,18 @@ def sweep_command(recipe, data, split, grid_options, metric, budget, unsupervise
 
         setup = read_recipe(recipe, _echo)
         grid, anchors = parse_grid(grid_options, setup.models)
+
+        def sweep(log) -> dict:
+            return run_sweep(setup, data, split, metric, grid, anchors, budget, unsupervised, device, batch_size,
+                             workers, limit, log, progress=log is _echo, cache_gb=cache_gb)
+
+        if _launch_rank() != 0:
+            sweep(lambda message: None)
+            return
         outputs = {"best_recipe.yaml", "candidates.json", "candidates.md", "candidates.png"}
         with StagedOutput(out, "dir", overwrite=overwrite, inputs=[*setup.dirs, *_data_paths(data)], recipe=recipe,
                           log=_echo, replaceable=lambda p: {e.name for e in p.iterdir()} <= outputs) as staged:
-            result = run_sweep(setup, data, split, metric, grid, anchors, budget, unsupervised, device, batch_size,
-                               workers, limit, _echo)
+            result = sweep(_echo)
             best = best_recipe(setup, result.pop("best"))
             header = (f"# Chosen by `layerseg sweep` on {data} (split {split}) by {result['metric']}"
                       f"{' — a label-free heuristic' if unsupervised else ''}; see candidates.md\n")
@@ -104,7 +144,8 @@ def sweep_command(recipe, data, split, grid_options, metric, budget, unsupervise
             plot(result, staged.staging / "candidates.png")
             staged.commit()
     click.echo(table(result))
-    _echo(f"{len(result['candidates'])} candidates, {result['seconds_per_candidate']:.2f} s each; best recipe: "
+    ranks = f" on {result['ranks']} processes" if result["ranks"] > 1 else ""
+    _echo(f"{len(result['candidates'])} candidates, {result['seconds_per_candidate']:.2f} s each{ranks}; best recipe: "
           f"{Path(out) / 'best_recipe.yaml'}")
 
 
@@ -119,11 +160,19 @@ def sweep_command(recipe, data, split, grid_options, metric, budget, unsupervise
 @click.option("--workers", default=2, show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace OUT if it holds a previous model output")
 def recalibrate_command(model, data, split, out, images, device, batch_size, workers, overwrite) -> None:
-    """Re-estimate MODEL's BatchNorm statistics on target images; every other tensor stays bit-identical."""
-    with reported("recalibration"):
+    """Re-estimate MODEL's BatchNorm statistics on target images; every other tensor stays bit-identical.
+
+    Under torchrun the batches are dealt to the ranks and rank 0 writes OUT (the same statistics as one
+    process).
+    """
+    _passive_threads()
+    with reported("recalibration"), _ranks_joined():
         from layerseg_merge.output import StagedOutput
         from layerseg_merge.tools.recalibrate import recalibrate_directory
 
+        if _launch_rank() != 0:
+            recalibrate_directory(model, data, None, None, split, images, device, batch_size, workers, False)
+            return
         with StagedOutput(out, "dir", overwrite=overwrite, inputs=[model, *_data_paths(data)], log=_echo) as staged:
             done = recalibrate_directory(model, data, staged.staging, staged.workdir(), split, images, device,
                                          batch_size, workers)

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from layerseg_merge.eval.class_subsets import restrict_report, subset_names
 from layerseg_merge.eval.datasets import CarryErrors, collate_batch, open_dataset
 from layerseg_merge.eval.inference import Segmenter, label_to_category, pick_device
 from layerseg_merge.eval.metrics import PanopticMetric, SemanticMetric
@@ -31,8 +32,24 @@ def distributed_context(device: torch.device) -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def gather_rows(rows: torch.Tensor, positions: list[int], total: int, device: torch.device) -> torch.Tensor:
+    """Every rank's float64 ``rows`` at their ``positions`` of one (``total``, D) table, the same on every rank.
+
+    Each row comes from one rank and the others add exact zeros, so what is computed from the table
+    (in its order) does not depend on the number of ranks.
+    """
+    table = torch.zeros(total, *rows.shape[1:], dtype=torch.float64, device=device)
+    if len(positions):
+        table[torch.as_tensor(positions, device=device)] = rows.to(device, torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(table)
+    return table
+
+
 def _first(dataset, count: int):
     """The first ``count`` samples, keeping the dataset's attributes (categories, class names)."""
+    if count < 1:
+        raise ValueError(f"a limit of {count} images leaves none to use; give at least 1 (or no limit, for all)")
     subset = torch.utils.data.Subset(dataset, range(min(count, len(dataset))))
     for attribute in ("categories", "class_names", "task"):
         if hasattr(dataset, attribute):
@@ -81,17 +98,38 @@ def on_device(batches: Iterable[dict], device: torch.device, keys: tuple[str, ..
         yield upcoming
 
 
-def device_batches(dataset, device: torch.device, batch_size: int, workers: int,
-                   keys: tuple[str, ...]) -> Iterator[dict]:
-    """Batches of ``dataset`` decoded in ``workers`` processes, ``keys`` on ``device``; a sample that failed to
-    load raises its own error here."""
+def join_ranks(device: str) -> tuple[torch.device, int, int]:
+    """This process's device and (rank, world size); under torchrun each rank takes its own GPU."""
+    chosen = pick_device(device)
+    rank, world = distributed_context(chosen)
+    if world > 1 and chosen.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
+        torch.cuda.set_device(local)
+        chosen = torch.device("cuda", local)
+    return chosen, rank, world
+
+
+def shard(dataset, rank: int, world: int):
+    """This rank's part of ``dataset``: every ``world``-th sample from ``rank``."""
+    return torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
+
+
+def host_batches(dataset, batch_size: int, workers: int, pin: bool) -> Iterator[dict]:
+    """Batches of ``dataset`` decoded in ``workers`` processes (in pinned memory with ``pin``); a sample that
+    failed to load raises its own error here."""
     loader = torch.utils.data.DataLoader(
         CarryErrors(dataset), batch_size=batch_size, collate_fn=collate_batch, num_workers=workers,
-        persistent_workers=False, pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
-    for batch in on_device(loader, device, keys):
+        persistent_workers=False, pin_memory=pin, prefetch_factor=4 if workers else None)
+    for batch in loader:
         if batch.get("failed") is not None:
             batch["failed"].raise_error()
         yield batch
+
+
+def device_batches(dataset, device: torch.device, batch_size: int, workers: int,
+                   keys: tuple[str, ...]) -> Iterator[dict]:
+    """:func:`host_batches` with ``keys`` on ``device``."""
+    yield from on_device(host_batches(dataset, batch_size, workers, device.type == "cuda"), device, keys)
 
 
 def _pad_batch(images, size: int):
@@ -101,69 +139,80 @@ def _pad_batch(images, size: int):
     return images
 
 
-def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "semantic",
-             device: str = "auto", batch_size: int = 4, amp: str = "off",
-             slide: tuple[int, int] | None = None, workers: int = 2, ignore_index: int = 255,
-             progress: bool = True, limit: int | None = None, preprocess: str = "auto",
-             compile: bool = False, tensors: dict | None = None) -> dict:
-    """Score ``model_dir`` on ``data``; returns the DESIGN.md §5 report (plus ``timing``).
+def score_batches(segmenter: Segmenter, batches: Iterable[dict], task: str, categories: dict | None = None,
+                  ignore_index: int = 255, classes: int = 19, pad_to: int | None = None,
+                  bar=None) -> tuple[dict, int, float | None]:
+    """``segmenter`` over host ``batches`` (moved to its device here), scored; the metric is all-reduced over
+    ranks. Returns the report, the images this rank scored and when its first batch arrived.
 
-    ``tensors``: weights to score instead of the directory's (an in-memory merge).
+    ``categories``: the dataset's (panoptic); ``pad_to``: the batch size a compiled model expects.
     """
-    dataset = open_dataset(data, split, task)
-    if limit is not None:
-        dataset = _first(dataset, limit)
-    chosen = pick_device(device)
-    rank, world = distributed_context(chosen)
-    if world > 1 and chosen.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
-        torch.cuda.set_device(local)
-        chosen = torch.device("cuda", local)
-    segmenter = Segmenter(model_dir, device=str(chosen), amp=amp, slide=slide, preprocess=preprocess,
-                          compile=compile, crops_per_forward=batch_size, tensors=tensors)
-    shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
     if task == "semantic":
         num_classes = len(segmenter.id2label)
         metric = SemanticMetric(num_classes, ignore_index)
     else:
         segmenter.require_panoptic()
-        categories = dataset.categories
         metric = PanopticMetric({c: bool(v.get("isthing", 0)) for c, v in categories.items()})
         mapping = label_to_category(segmenter.id2label, categories)
         stuff = {label for label, category in mapping.items() if not categories[category].get("isthing", 0)}
     target = "labels" if task == "semantic" else "panoptic"
     keys = (target, "images") if segmenter.fast else (target,)
-    bar = tqdm(total=len(shard), desc=f"eval {Path(model_dir).name}", unit="img",
-               disable=not progress or rank != 0)
-    started = time.perf_counter()
     first = None  # when the first batch arrived: throughput excludes the workers' start-up
     images = 0
-    try:
-        for batch in device_batches(shard, segmenter.device, batch_size, workers, keys):
-            first = first or time.perf_counter()
-            count, targets = len(batch["names"]), batch[target]
-            pictures = _pad_batch(batch["images"], batch_size) if compile else batch["images"]
-            sizes = [tuple(t.shape[-2:]) for t in targets]
-            sizes += sizes[-1:] * (len(pictures) - count)
-            if task == "semantic":
-                predictions = segmenter.semantic(pictures, sizes)[:count]
-                for name, prediction, label in zip(batch["names"], predictions, targets):
-                    if num_classes < 255:  # smaller maps take the metric's fastest path
-                        prediction = prediction.to(torch.uint8)
-                    metric.update(prediction, label, name=name, defer=True)
-            else:
-                results = segmenter.panoptic(pictures, sizes, mapping, stuff)[:count]
-                for name, (ids, segments), gt_ids, gt_segments in zip(batch["names"], results, targets,
-                                                                     batch["segments"]):
-                    metric.update(ids, segments, gt_ids, gt_segments, name=name)
-            images += count
+    for batch in on_device(batches, segmenter.device, keys):
+        first = first or time.perf_counter()
+        count, targets = len(batch["names"]), batch[target]
+        pictures = _pad_batch(batch["images"], pad_to) if pad_to else batch["images"]
+        sizes = [tuple(t.shape[-2:]) for t in targets]
+        sizes += sizes[-1:] * (len(pictures) - count)
+        if task == "semantic":
+            predictions = segmenter.semantic(pictures, sizes)[:count]
+            for name, prediction, label in zip(batch["names"], predictions, targets):
+                if num_classes < 255:  # smaller maps take the metric's fastest path
+                    prediction = prediction.to(torch.uint8)
+                metric.update(prediction, label, name=name, defer=True)
+        else:
+            results = segmenter.panoptic(pictures, sizes, mapping, stuff)[:count]
+            for name, (ids, segments), gt_ids, gt_segments in zip(batch["names"], results, targets,
+                                                                 batch["segments"]):
+                metric.update(ids, segments, gt_ids, gt_segments, name=name)
+        images += count
+        if bar is not None:
             bar.update(count)
             bar.set_postfix(img_s=f"{images / (time.perf_counter() - first):.1f}")
-        metric.reduce(segmenter.device)
-        if task == "semantic":
-            report = metric.compute([segmenter.id2label[i] for i in range(num_classes)])
-        else:
-            report = metric.compute()
+    metric.reduce(segmenter.device)
+    if task == "semantic":
+        report = restrict_report(metric.compute([segmenter.id2label[i] for i in range(num_classes)]), classes)
+    else:
+        report = restrict_report(metric.compute(), classes, categories)
+    return report, images, first
+
+
+def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "semantic",
+             device: str = "auto", batch_size: int = 4, amp: str = "off",
+             slide: tuple[int, int] | None = None, workers: int = 2, ignore_index: int = 255,
+             progress: bool = True, limit: int | None = None, preprocess: str = "auto",
+             compile: bool = False, tensors: dict | None = None, classes: int = 19) -> dict:
+    """Score ``model_dir`` on ``data``; returns the DESIGN.md §5 report (plus ``timing``).
+
+    ``tensors``: weights to score instead of the directory's (an in-memory merge). ``classes``: 16 or 13
+    averages over SYNTHIA's subsets of the Cityscapes classes (:mod:`layerseg_merge.eval.class_subsets`).
+    """
+    subset_names(classes)  # a wrong value fails before the work
+    dataset = open_dataset(data, split, task)
+    if limit is not None:
+        dataset = _first(dataset, limit)
+    chosen, rank, world = join_ranks(device)
+    segmenter = Segmenter(model_dir, device=str(chosen), amp=amp, slide=slide, preprocess=preprocess,
+                          compile=compile, crops_per_forward=batch_size, tensors=tensors)
+    part = shard(dataset, rank, world)
+    bar = tqdm(total=len(part), desc=f"eval {Path(model_dir).name}", unit="img",
+               disable=not progress or rank != 0)
+    started = time.perf_counter()
+    try:
+        batches = host_batches(part, batch_size, workers, segmenter.device.type == "cuda")
+        report, images, first = score_batches(segmenter, batches, task, getattr(dataset, "categories", None),
+                                              ignore_index, classes, batch_size if compile else None, bar)
     finally:
         bar.close()
     ended = time.perf_counter()

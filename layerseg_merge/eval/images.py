@@ -1,20 +1,97 @@
 """Reading images, class-index labels and COCO panoptic PNGs into numpy arrays (no torch).
 
 Shared by the datasets of ``layerseg eval`` and by ``layerseg score``, which never imports torch.
+
+8-bit, non-interlaced grey, RGB and RGBA PNGs are decoded by kornia-rs (Rust ``png`` crate: about 10x
+Pillow on a 1024x2048 panoptic PNG, see ``benchmarks/score_speed.py``) where it gives Pillow's
+array exactly; every other file, and every PNG that decoder refuses, is read by Pillow.
+``LAYERSEG_PNG_DECODER=pillow`` turns the fast path off.
 """
 
 from __future__ import annotations
 
+import functools
+import io
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DECODER_VARIABLE = "LAYERSEG_PNG_DECODER"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COLOUR_TYPES = {0: ("mono", "L"), 2: ("rgb", "RGB"), 6: ("rgba", "RGBA")}  # PNG colour type -> (kornia, Pillow)
 
 
 class DatasetError(ValueError):
     """A dataset that does not match its layout; names the file and what to do."""
+
+
+@functools.cache
+def png_decoder():
+    """kornia-rs' ``io`` module when it decodes PNGs here, else None (Pillow); set by ``LAYERSEG_PNG_DECODER``."""
+    choice = os.environ.get(DECODER_VARIABLE, "auto")
+    if choice not in ("auto", "kornia-rs", "pillow"):
+        raise DatasetError(f"{DECODER_VARIABLE}={choice}: use auto, kornia-rs or pillow")
+    if choice == "pillow":
+        return None
+    try:
+        import kornia_rs.io as decoder
+    except ImportError as error:
+        if choice == "kornia-rs":
+            raise DatasetError(f"{DECODER_VARIABLE}=kornia-rs but it cannot be imported ({error}); "
+                               "pip install 'kornia-rs>=0.2,<0.3' or unset the variable") from error
+        return None
+    return decoder
+
+
+def _png_header(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """(width, height, bit depth, colour type, interlace method) from a PNG's IHDR; None for other files."""
+    if len(data) < 29 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    return width, height, depth, colour, interlace
+
+
+def _fast_png(data: bytes, mode: str | None) -> np.ndarray | None:
+    """The pixels as Pillow gives them in ``mode`` (None: the file's own), or None where Pillow must decode.
+
+    Only 8-bit, non-interlaced grey/RGB/RGBA PNGs whose own mode is ``mode`` take this path: palette,
+    16-bit, sub-byte, grey+alpha and interlaced files, and conversions, stay with Pillow.
+    """
+    decoder = png_decoder()
+    header = _png_header(data) if decoder is not None else None
+    if header is None:
+        return None
+    width, height, depth, colour, interlace = header
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:  # Pillow's decompression-bomb checks
+        return None
+    if depth != 8 or interlace or colour not in _COLOUR_TYPES or mode not in (None, _COLOUR_TYPES[colour][1]):
+        return None
+    try:
+        pixels = decoder.decode_image_png_u8(data, (height, width), _COLOUR_TYPES[colour][0])
+    except Exception:  # a file it refuses (corrupt, unusual chunks): Pillow decodes it or names the fault
+        return None
+    channels = {0: 1, 2: 3, 6: 4}[colour]
+    if not isinstance(pixels, np.ndarray) or pixels.shape != (height, width, channels) or pixels.dtype != np.uint8:
+        return None
+    return pixels[..., 0] if channels == 1 else pixels
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read image ({error})") from error
+
+
+def _unreadable(path: Path, error: Exception) -> DatasetError:
+    if isinstance(error, Image.DecompressionBombError):
+        return DatasetError(f"{path}: refused: {error} (a decompression bomb, or far larger than a dataset image); "
+                            "resize it, or remove it from the dataset")
+    return DatasetError(f"{path}: cannot read image ({error})")
 
 
 def _raw_bytes(image: Image.Image, raw_mode: str, size: int) -> bytes:
@@ -34,24 +111,46 @@ def _raw_bytes(image: Image.Image, raw_mode: str, size: int) -> bytes:
 
 
 def _decode(path: Path, mode: str | None) -> np.ndarray:
-    """The decoded pixels as a read-only uint8 array (H, W) or (H, W, C); other modes as numpy makes them."""
+    """The decoded pixels as a uint8 array (H, W) or (H, W, C); other modes as numpy makes them.
+
+    Writable where the fast decoder made them, read-only from Pillow.
+    """
+    data = _read(path)
+    fast = _fast_png(data, mode)
+    if fast is not None:
+        return fast
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             if mode and image.mode != mode:
                 image = image.convert(mode)
             channels = {"L": 1, "P": 1, "RGB": 3, "RGBA": 4}.get(image.mode)
             if channels is None:
                 return np.asarray(image)
             width, height = image.size
-            data = _raw_bytes(image, image.mode, width * height * channels)
-    except (OSError, ValueError, SyntaxError) as error:  # Pillow raises SyntaxError for some broken PNGs
-        raise DatasetError(f"{path}: cannot read image ({error})") from error
-    return np.frombuffer(data, dtype=np.uint8).reshape((height, width, channels) if channels > 1 else (height, width))
+            pixels = _raw_bytes(image, image.mode, width * height * channels)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:  # SyntaxError: broken PNGs
+        raise _unreadable(path, error) from error
+    return np.frombuffer(pixels, dtype=np.uint8).reshape((height, width, channels) if channels > 1 else (height, width))
 
 
 def read_image(path: Path, mode: str | None = None) -> np.ndarray:
     """An image or label as a writable numpy array (``mode``: a Pillow mode such as "RGB")."""
-    return np.array(_decode(path, mode))
+    pixels = _decode(path, mode)
+    return pixels if pixels.flags.writeable else np.array(pixels)
+
+
+def _rgb_to_ids(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> int32 R + 256 G + 256^2 B in one pass: pixel k's 4 bytes from byte 3k, masked."""
+    height, width, _ = rgb.shape
+    count = height * width
+    flat = np.ascontiguousarray(rgb).reshape(-1)
+    ids = np.empty(count, dtype=np.int32)
+    if count > 1:  # the last pixel's 4-byte read would pass the end of the buffer
+        words = np.ndarray((count - 1,), dtype="<u4", buffer=flat, strides=(3,))
+        np.bitwise_and(words, 0xFFFFFF, out=ids[:-1], casting="unsafe")
+    red, green, blue = (int(v) for v in flat[-3:])
+    ids[-1] = red | green << 8 | blue << 16
+    return ids.reshape(height, width)
 
 
 def read_panoptic_ids(path: Path) -> np.ndarray:
@@ -60,15 +159,19 @@ def read_panoptic_ids(path: Path) -> np.ndarray:
     Pillow keeps RGB pixels as 4 bytes; dumping them raw as RGBX and masking the
     padding byte gives every id in one copy, without int64 temporaries.
     """
+    data = _read(path)
+    rgb = _fast_png(data, "RGB")
+    if rgb is not None and rgb.size:
+        return _rgb_to_ids(rgb)
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
             if image.mode != "RGB":
                 image = image.convert("RGB")
             width, height = image.size
             pixels = _raw_bytes(image, "RGBX", width * height * 4)
-    except (OSError, ValueError, SyntaxError) as error:
-        raise DatasetError(f"{path}: cannot read image ({error})") from error
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise _unreadable(path, error) from error
     ids = np.frombuffer(pixels, dtype="<u4").reshape(height, width) & 0xFFFFFF
     return ids.view(np.int32)
 

@@ -51,15 +51,19 @@ def pick_device(device: str = "auto") -> torch.device:
 
 @contextlib.contextmanager
 def quiet_transformers():
-    """transformers' load reports (unexpected keys of an imported head, say) are noise for repeated loads."""
+    """transformers' load reports (unexpected keys of an imported head, say) and its "Loading weights" progress
+    bars are noise for repeated loads: both off inside, as they were after."""
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def autocast(device: torch.device, amp: str):

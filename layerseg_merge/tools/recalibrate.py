@@ -1,15 +1,20 @@
 """Re-estimate BatchNorm running statistics on unlabelled target images (AdaBN-style recalibration).
 
-Every BatchNorm layer's statistics are reset and re-estimated as PyTorch's cumulative
-average (``momentum=None``): the running mean is the mean of the batches' means, the
-running variance the mean of the batches' unbiased variances, ``num_batches_tracked``
-the number of batches. The rest of the model is in eval mode and no gradient flows; every
-other tensor of the checkpoint is written back bit-identical.
+Every BatchNorm layer's statistics are re-estimated over consecutive batches of the images: the
+running mean is the mean of the batches' means, the running variance the mean of the batches'
+unbiased variances (PyTorch's cumulative average, ``momentum=None``), ``num_batches_tracked`` the
+number of batches. Each batch's statistics are PyTorch's own (the layer's update with momentum 1);
+they are averaged in float64 in batch order. The rest of the model is in eval mode and no gradient
+flows; every other tensor of the checkpoint is written back bit-identical.
+
+Under torchrun the batches are dealt to the ranks (batch k to rank k mod N) and their statistics
+gathered in batch order, so the result does not depend on the number of processes.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,36 +50,72 @@ def _statistics(segmenter, model_dir: Path, workdir: Path) -> dict[str, torch.Te
     return {f"decode_head.{k}": v.detach().cpu() for k, v in head.items() if k.endswith(BN_SUFFIXES)}
 
 
+def _batch_rows(count: int, batch_size: int, rank: int, world: int) -> tuple[list[int], list[int]]:
+    """This rank's batches (every ``world``-th from ``rank``) of ``count`` images and the images they hold."""
+    batches = list(range(rank, math.ceil(count / batch_size), world))
+    return batches, [i for b in batches for i in range(b * batch_size, min((b + 1) * batch_size, count))]
+
+
 def estimate(segmenter, data: str, split: str = "val", images: int | None = None, batch_size: int = 8,
              workers: int = 2, progress: bool = True) -> Recalibrated | None:
-    """Recalibrate ``segmenter.model`` in place on up to ``images`` images of ``data``; None without BatchNorm."""
+    """Recalibrate ``segmenter.model`` in place on up to ``images`` images of ``data``; None without BatchNorm.
+
+    Under torchrun (process group joined) every rank runs its share of the batches and ends with the
+    same statistics.
+    """
+    import torch.distributed as dist
     from tqdm import tqdm
 
     from layerseg_merge.eval.datasets import open_dataset
-    from layerseg_merge.eval.evaluate import _first, device_batches
+    from layerseg_merge.eval.evaluate import _first, device_batches, gather_rows
 
-    layers = batchnorm_layers(segmenter.model)
+    layers = [layer for layer in batchnorm_layers(segmenter.model) if layer.track_running_stats]
     if not layers:
         return None
     dataset = open_dataset(data, split, "images")
     if images is not None:
         dataset = _first(dataset, images)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    mine, indices = _batch_rows(len(dataset), batch_size, rank, world)
+    momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.reset_running_stats()
-        layer.momentum = None  # cumulative average over the batches seen
+        layer.momentum = 1.0  # after a forward pass the running statistics are that batch's
     segmenter.model.eval()
     for layer in layers:
         layer.train()
-    seen = batches = 0
+    rows = []  # per batch of this rank: every layer's mean and unbiased variance, as PyTorch computed them
     keys = ("images",) if segmenter.fast else ()
-    with torch.no_grad(), tqdm(total=len(dataset), desc="recalibrate", unit="img", disable=not progress) as bar:
-        for batch in device_batches(dataset, segmenter.device, batch_size, workers, keys):
-            segmenter.model(**segmenter.inputs(batch["images"]))
-            seen += len(batch["names"])
-            batches += 1
-            bar.update(len(batch["names"]))
-    segmenter.model.eval()
-    return Recalibrated(len(layers), seen, batches)
+    part = torch.utils.data.Subset(dataset, indices)
+    try:
+        with torch.no_grad(), tqdm(total=len(part), desc="recalibrate", unit="img",
+                                   disable=not progress or rank != 0) as bar:
+            for batch in device_batches(part, segmenter.device, batch_size, workers, keys):
+                segmenter.model(**segmenter.inputs(batch["images"]))
+                rows.append(torch.cat([torch.cat([layer.running_mean, layer.running_var]).double()
+                                       for layer in layers]))
+                bar.update(len(batch["names"]))
+    finally:
+        segmenter.model.eval()
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    count = math.ceil(len(dataset) / batch_size)
+    width = sum(2 * layer.num_features for layer in layers)
+    local = torch.stack(rows) if rows else torch.zeros(0, width, dtype=torch.float64)
+    table = gather_rows(local, mine, count, segmenter.device)
+    total = table[0].clone()
+    for row in table[1:]:  # in batch order, whatever the number of ranks
+        total += row
+    mean = total / count
+    offset = 0
+    with torch.no_grad():
+        for layer in layers:
+            size = layer.num_features
+            layer.running_mean.copy_(mean[offset:offset + size])
+            layer.running_var.copy_(mean[offset + size:offset + 2 * size])
+            layer.num_batches_tracked.fill_(count)
+            offset += 2 * size
+    return Recalibrated(len(layers), len(dataset), count)
 
 
 def write_recalibrated(segmenter, model_dir: Path, out: Path, workdir: Path) -> None:
@@ -105,22 +146,30 @@ def write_recalibrated(segmenter, model_dir: Path, out: Path, workdir: Path) -> 
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
 
 
-def recalibrate_directory(model_dir: str | Path, data: str, out_dir: Path, workdir: Path, split: str = "val",
-                          images: int | None = None, device: str = "auto", batch_size: int = 8, workers: int = 2,
-                          progress: bool = True) -> Recalibrated | None:
+def recalibrate_directory(model_dir: str | Path, data: str, out_dir: Path | None, workdir: Path | None,
+                          split: str = "val", images: int | None = None, device: str = "auto", batch_size: int = 8,
+                          workers: int = 2, progress: bool = True) -> Recalibrated | None:
     """Recalibrate the model in ``model_dir`` and write the result into ``out_dir`` (None: no BatchNorm, nothing
-    written). ``out_dir`` may be ``model_dir`` itself for a staging folder this command owns."""
+    written). ``out_dir`` may be ``model_dir`` itself for a staging folder this command owns.
+
+    Under torchrun every rank takes part and only the one given ``out_dir`` (rank 0) writes; the
+    others pass None.
+    """
+    from layerseg_merge.card import evaluated_split, note_recalibration
+    from layerseg_merge.eval.evaluate import join_ranks
     from layerseg_merge.eval.inference import Segmenter
 
     model_dir = Path(model_dir)
-    segmenter = Segmenter(model_dir, device=device)
+    chosen, _, _ = join_ranks(device)
+    segmenter = Segmenter(model_dir, device=str(chosen))
     done = estimate(segmenter, data, split, images, batch_size, workers, progress)
-    if done is None:
-        return None
+    if done is None or out_dir is None:
+        return done
     write_recalibrated(segmenter, model_dir, out_dir, workdir)
     config = out_dir / "config.json"
     data_note = json.loads(config.read_text())
-    data_note["layerseg_recalibrated"] = {"data": data, "split": split, "images": done.images,
+    data_note["layerseg_recalibrated"] = {"data": data, "split": evaluated_split(data, split), "images": done.images,
                                           "batches": done.batches}
     config.write_text(json.dumps(data_note, indent=2) + "\n")
+    note_recalibration(out_dir, data, split, done.images, done.batches)  # the card, when the model has one
     return done

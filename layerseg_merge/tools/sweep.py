@@ -1,9 +1,11 @@
 """Choose a recipe on a validation split: a grid over the anchor, ``uniform_until``, ``anchor_max`` and ``schedule``.
 
 The inputs are loaded once; each candidate is merged in memory (:mod:`layerseg_merge.tools.in_memory`,
-the same tensors ``layerseg merge`` writes) and scored on the split given, with labels (mIoU or PQ)
-or, with ``unsupervised``, by the label-free heuristic of :mod:`layerseg_merge.tools.unsupervised`.
-Only the data named is read: choose a validation split that is not your test split.
+the same tensors ``layerseg merge`` writes), copied into its anchor's model and scored on the split
+given (decoded once, :mod:`layerseg_merge.tools.scoring`), with labels (mIoU or PQ) or, with
+``unsupervised``, by the label-free heuristic of :mod:`layerseg_merge.tools.unsupervised`. Under
+torchrun the images are sharded over the ranks. Only the data named is read: choose a validation
+split that is not your test split.
 """
 
 from __future__ import annotations
@@ -129,16 +131,28 @@ def read_recipe(path: str | Path, log: Callable[[str], None]) -> Setup:
 def run_sweep(setup: Setup, data: str, split: str = "val", metric: str = "mIoU", grid: dict | None = None,
               anchors: Sequence[int] | None = None, budget: int | None = None, unsupervised: bool = False,
               device: str = "auto", batch_size: int = 8, workers: int = 2, limit: int | None = None,
-              log: Callable[[str], None] = lambda message: None, progress: bool = True) -> dict:
-    """Score every candidate; return them (best first) with timings."""
+              log: Callable[[str], None] = lambda message: None, progress: bool = True,
+              cache_gb: float = 8.0) -> dict:
+    """Score every candidate; return them (best first) with timings.
+
+    The inputs are loaded once (onto the device), the validation batches decoded once (kept up to
+    ``cache_gb`` GiB) and one model per anchor built once. Under torchrun each rank scores its share
+    of the images and the metric states are all-reduced: every rank returns the same result.
+    """
     from tqdm import tqdm
 
-    from layerseg_merge.eval.evaluate import evaluate
-    from layerseg_merge.eval.inference import Segmenter
+    from layerseg_merge.eval.datasets import open_dataset
+    from layerseg_merge.eval.evaluate import _first, join_ranks, score_batches, shard
+    from layerseg_merge.tools.scoring import AnchorModels, CachedBatches
 
     if metric not in ("mIoU", "PQ"):
         raise SweepError(f"--metric must be mIoU or PQ, not {metric!r}")
+    if cache_gb < 0:
+        raise SweepError(f"--cache-gb must be 0 or more, not {cache_gb:g}")
+    chosen, rank, world = join_ranks(device)
     inputs = LoadedInputs(setup.dirs, setup.weights)
+    if chosen.type != "cpu":  # merge where the models live (LoadedInputs keeps what it loaded in .tensors)
+        inputs.tensors = [{name: t.to(chosen) for name, t in tensors.items()} for tensors in inputs.tensors]
     grid = grid or DEFAULT_GRID
     anchors = list(anchors) if anchors is not None else list(range(len(setup.dirs)))
     if metric == "PQ" and not unsupervised:
@@ -156,33 +170,40 @@ def run_sweep(setup: Setup, data: str, split: str = "val", metric: str = "mIoU",
         pool = [own] + sorted(sampled, key=pool.index)
         log(f"budget {budget}: the recipe's own setting and {budget - 1} candidates drawn at random (seed 0)")
     task = "panoptic" if metric == "PQ" else "semantic"
+    dataset = open_dataset(data, split, "images" if unsupervised else task)
+    if limit is not None:
+        dataset = _first(dataset, limit)
+    positions = list(range(rank, len(dataset), world))
+    batches = CachedBatches(shard(dataset, rank, world), batch_size, workers, chosen.type == "cuda",
+                            int(cache_gb * 2**30), positions, len(dataset), log)
+    models = AnchorModels(setup.dirs, chosen)
     ensemble = None
     if unsupervised:
+        from layerseg_merge.eval.inference import Segmenter
+        from layerseg_merge.tools.unsupervised import ensemble_maps, label_free_score
+
         started = time.perf_counter()
-        ensemble = _ensemble(setup.dirs, data, split, device, batch_size, workers, limit)
+        ensemble = ensemble_maps([Segmenter(d, device=str(chosen)) for d in setup.dirs], batches)
         log(f"ensemble of the {len(setup.dirs)} inputs on the unlabelled images: {time.perf_counter() - started:.1f} s")
     rows = []
     started = time.perf_counter()
-    for candidate in tqdm(pool, desc="sweep", unit="candidate", disable=not progress):
-        tensors = inputs.merge(candidate)
+    for candidate in tqdm(pool, desc="sweep", unit="candidate", disable=not progress or rank != 0):
+        segmenter = models.holding(candidate.anchor, inputs.merge(candidate))
         row = {"anchor": setup.models[candidate.anchor], "uniform_until": candidate.settings.uniform_until,
                "anchor_max": candidate.settings.anchor_max, "schedule": candidate.settings.schedule,
                "recipe": candidate == own}
         if unsupervised:
-            from layerseg_merge.tools.unsupervised import label_free_score
-
-            segmenter = Segmenter(setup.dirs[candidate.anchor], device=device, tensors=tensors)
-            row |= label_free_score(segmenter, data, ensemble, split, batch_size, workers, limit)
+            row |= label_free_score(segmenter, batches, ensemble)
         else:
-            report = evaluate(setup.dirs[candidate.anchor], data, split=split, task=task, device=device,
-                              batch_size=batch_size, workers=workers, progress=False, limit=limit, tensors=tensors)
+            report, _, _ = score_batches(segmenter, batches, task, getattr(dataset, "categories", None))
             row["score"] = report["mIoU"] if task == "semantic" else report["All"]["pq"]
         rows.append((candidate, row))
     seconds = time.perf_counter() - started
+    log(models.describe())
     ordered = sorted(rows, key=lambda item: -(item[1]["score"] if item[1]["score"] is not None else -1.0))
     return {"metric": "label-free score (agreement - entropy)" if unsupervised else metric,
             "unsupervised": unsupervised, "data": data, "split": split,
-            "seconds_per_candidate": seconds / max(len(rows), 1),
+            "seconds_per_candidate": seconds / max(len(rows), 1), "ranks": world,
             "best": ordered[0][0], "candidates": [row for _, row in ordered]}
 
 
@@ -196,13 +217,6 @@ def _panoptic_capable(model_dir: str) -> bool:
 
     config = json.loads((Path(model_dir) / "config.json").read_text())
     return bool(config.get("panoptic_head")) or (config.get("architectures") or [""])[0] in UNIVERSAL
-
-
-def _ensemble(dirs, data, split, device, batch_size, workers, limit):
-    from layerseg_merge.eval.inference import Segmenter
-    from layerseg_merge.tools.unsupervised import ensemble_maps
-
-    return ensemble_maps([Segmenter(d, device=device) for d in dirs], data, split, batch_size, workers, limit)
 
 
 def best_recipe(setup: Setup, candidate: Candidate) -> dict:

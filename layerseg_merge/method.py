@@ -44,16 +44,12 @@ from layerseg_merge.schedule import (
     check_unit_interval,
     check_weight,
 )
-from layerseg_merge.tensor_merge import cast_checked, merge_tensor, running_mean_name
+from layerseg_merge.tensor_merge import NonFiniteTensor, cast_checked, merge_tensor, running_mean_name  # noqa: F401 (re-exported)
 from layerseg_merge.tensor_plan import TensorPlan, plan_tensor
 
 SHARED_PARAMETERS = ("uniform_until", "anchor_max", "schedule", "heads", "buffers")
 PER_INPUT_PARAMETERS = ("weight",)
 LOG = logging.getLogger(__name__)
-
-
-class NonFiniteTensor(ValueError):
-    """An input tensor with NaN or infinite values."""
 
 
 def _choice(name: str, choices: Sequence[str]):
@@ -79,14 +75,6 @@ def _running_mean_companion(name: str) -> dict[str, str]:
     return {"running_mean": running_mean_name(name)} if name.endswith("running_var") else {}
 
 
-def _check_finite(tensor: torch.Tensor, name: str, model) -> None:
-    if not torch.isfinite(tensor).all():
-        raise NonFiniteTensor(
-            f"tensor {name!r} of model {model} holds NaN or infinite values; layerwise_seg "
-            "does not merge them: fix or re-export that model, or leave it out of the recipe"
-        )
-
-
 def layerwise_seg_kernel(
     group: TensorGroup,
     weight: PerInput[Annotated[float, AfterValidator(check_weight)]] = 1.0,
@@ -102,13 +90,11 @@ def layerwise_seg_kernel(
     plan = plan_tensor([model_layout(e.id) for e in entries], anchor, group.metadata.name,
                        [weight[e.id] for e in entries], settings)
     members = [entries[i] for i in plan.members]
-    for entry, name in zip(members, plan.names):
-        _check_finite(entry.tensor, name, entry.id)
     means = None
     if buffers == "pooled" and plan.info.name.endswith("running_var"):
         means = mergekit_compat.running_means(group, members, list(plan.names))
     merged = merge_tensor([e.tensor for e in members], plan.coefficients, plan.anchor_position, plan.info.name,
-                          buffers, means)
+                          buffers, means, labels=[str(e.id) for e in members])
     # the common dtype mergekit promoted the inputs to
     result = cast_checked(merged, group.base.tensor.dtype, plan.info.name, "the dtype of the inputs as loaded")
     if not mergekit_compat.lacks("kernel_inputs"):  # else the execute wrapper checks it

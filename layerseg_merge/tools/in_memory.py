@@ -58,6 +58,7 @@ class LoadedInputs:
             means = None
             if candidate.buffers == "pooled" and name.endswith("running_var"):
                 means = [self.tensors[i][running_mean_name(n)] for i, n in zip(plan.members, plan.names)]
-            merged = merge_tensor(values, plan.coefficients, plan.anchor_position, name, candidate.buffers, means)
+            merged = merge_tensor(values, plan.coefficients, plan.anchor_position, name, candidate.buffers, means,
+                                  labels=[self.dirs[i] for i in plan.members])
             out[name] = cast_checked(merged, value.dtype, name, "the anchor's stored dtype")
         return out

@@ -323,6 +323,30 @@ def _install_recipe_source(method) -> None:
     run_yaml = sys.modules.get("mergekit.scripts.run_yaml")  # imported before us: it holds the original
     if run_yaml is not None:
         run_yaml.run_merge = mergekit.merge.run_merge
+    _guard_validation(method)
+
+
+def _guard_validation(method) -> None:
+    """mergekit-yaml validates the loaded YAML before run_merge sees the text: an alias bomb placed in a field
+    that fails validation makes pydantic render an exponentially long error (a hang). Walk a
+    ``layerwise_seg`` recipe with a bound first."""
+    from mergekit.config import MergeConfiguration
+
+    if not _once(MergeConfiguration, "model_validate", "recipe_source"):
+        return
+    original = MergeConfiguration.model_validate.__func__
+
+    def model_validate(cls, obj, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("merge_method") == method.METHOD_NAME:
+            from layerseg_merge.recipe_yaml import RecipeError, check_size
+
+            try:
+                check_size(obj)
+            except RecipeError as error:
+                raise RecipeError(f"recipe: {error}") from None
+        return original(cls, obj, *args, **kwargs)
+
+    MergeConfiguration.model_validate = classmethod(_tagged(model_validate, "recipe_source"))
 
 
 def _install_execute(method) -> None:

@@ -42,7 +42,7 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _check_size(data: Any) -> None:
+def check_size(data: Any) -> None:
     """Walk the loaded recipe as a consumer would (aliases expanded), refusing huge or deep ones."""
     count = 0
     stack = [(data, 0)]
@@ -64,7 +64,7 @@ def parse_yaml(source: str, where: str) -> Any:
     """The YAML document ``source`` (``where`` names it in errors), strictly."""
     try:
         data = yaml.load(source, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
-        _check_size(data)
+        check_size(data)
     except RecipeError as error:
         raise RecipeError(f"{where}: {error}") from None
     except RecursionError:

@@ -152,3 +152,19 @@ REPO = Path(__file__).resolve().parents[1]
 # installed wheel runs everything else.
 needs_clone = pytest.mark.skipif(
     not (REPO / "pyproject.toml").is_file(), reason="needs the source tree (a clone), not an installed wheel")
+
+
+def mergekit_yaml(recipe, out, *options):
+    """The real `mergekit-yaml` command, run in this process (no interpreter start, no mergekit re-import).
+
+    Returns (returncode, text): the exit code, and what it printed plus its error. A few tests still run
+    the console script in a subprocess to prove the installed entry point and the start-up hook.
+    """
+    from click.testing import CliRunner
+    from mergekit.scripts.run_yaml import main
+
+    import layerseg_merge  # noqa: F401  (registers the plugin, as the start-up hook would)
+
+    result = CliRunner().invoke(main, [str(recipe), str(out), "--no-copy-tokenizer", "--quiet", *options])
+    error = "" if result.exception is None or isinstance(result.exception, SystemExit) else str(result.exception)
+    return result.exit_code, f"{result.output}{error}"

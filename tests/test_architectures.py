@@ -1,14 +1,11 @@
 """Every supported host: coverage, depths in forward order, and merges through the real mergekit-yaml."""
 
-import subprocess
-
 import pytest
 import torch
 import transformers
 from conftest import run_in_process
-from helpers import tensors, write_recipe
+from helpers import mergekit_yaml, tensors, write_recipe
 from hosts import HOSTS, build, forward_order
-from test_merge import MERGEKIT_YAML
 
 from layerseg_merge.architectures import layout_of
 
@@ -56,9 +53,8 @@ def test_uniform_recipe_through_mergekit_yaml_is_the_plain_mean(host, trios, tmp
     models = trios(host)
     recipe = write_recipe(tmp_path / "r.yaml", models, models[1], uniform_until=1.0, heads="uniform",
                           buffers="mean")
-    result = subprocess.run([MERGEKIT_YAML, str(recipe), str(tmp_path / "out"), "--no-copy-tokenizer"],
-                            capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, text = mergekit_yaml(recipe, tmp_path / "out")
+    assert code == 0, text[-3000:]
     out, inputs = tensors(tmp_path / "out"), [tensors(m) for m in models]
     assert sorted(out) == sorted(inputs[1])  # every anchor tensor exactly once, nothing else
     for name, value in out.items():

@@ -170,11 +170,12 @@ def test_ctrl_c_during_the_merge_removes_the_staging(tmp_path, segformers, monke
 
 # A `layerseg merge` whose merge finishes and then waits, so that a test can signal it mid-run.
 SLOW_MERGE = """
-import sys, time
+import os, sys, time
 import mergekit.merge
 original = mergekit.merge.run_merge
 def slow(*args, **kwargs):
     original(*args, **kwargs)
+    open(os.environ["MERGE_FINISHED"], "w").close()
     time.sleep(60)
 mergekit.merge.run_merge = slow
 from layerseg_merge.cli import main
@@ -184,10 +185,15 @@ main()
 
 
 def start_slow_merge(recipe, out, *options):
+    """Returns once the merge has written everything and waits (signals then reach Python, not a writer)."""
+    import tempfile
+
+    finished = Path(tempfile.mkdtemp()) / "finished"
     process = subprocess.Popen([sys.executable, "-c", SLOW_MERGE, str(recipe), str(out), *options],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, MERGE_FINISHED=str(finished)))
     deadline = time.monotonic() + 120
-    while not any((p / "model.safetensors").exists() for p in out.parent.glob(f".{out.name}.partial-*")):
+    while not finished.exists():
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)

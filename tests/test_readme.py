@@ -40,3 +40,12 @@ def test_readme_starts_with_the_two_commands_ci_runs():
     assert "pip install torch==2.13.0 && pip install \".[test]\"" in install and "layerseg demo" in install
     assert "layerseg selftest -q" in first.splitlines()
     assert 'pip install torch==2.13.0 && pip install ".[test]"' in ci and "\nlayerseg selftest -q\n" in ci
+
+
+@needs_clone
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    """The README's Python API example, as written, from an empty directory."""
+    (code,) = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 (our own README)
+    assert (tmp_path / "merged" / "model.safetensors").is_file()

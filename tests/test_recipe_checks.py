@@ -156,3 +156,19 @@ def test_a_previous_pth_output_can_be_replaced_with_overwrite(tmp_path, segforme
     old.write_bytes(b"an earlier export")
     line = assert_one_line_error(merge(recipe, old, "--overwrite"), "is not an mmseg checkpoint")
     assert "is a file" not in line and old.read_bytes() == b"an earlier export"
+
+
+def test_plain_mergekit_yaml_refuses_an_alias_bomb_before_validating_it(tmp_path, segformers):
+    """Placed where mergekit's validation fails, a bomb made stock mergekit-yaml render its error for minutes."""
+    import subprocess
+
+    from test_merge import MERGEKIT_YAML
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(base_text(segformers) + "\n".join(lines) + "\nchat_template: *a8\n")
+    result = subprocess.run([MERGEKIT_YAML, str(recipe), str(tmp_path / "out"), "--no-copy-tokenizer"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "expands to more than 100000 values" in result.stderr
+    assert not (tmp_path / "out").exists()

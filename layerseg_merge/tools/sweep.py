@@ -103,12 +103,11 @@ class Setup:
 def read_recipe(path: str | Path, log: Callable[[str], None]) -> Setup:
     import copy
 
-    import yaml
-
     from layerseg_merge.method import METHOD_NAME
     from layerseg_merge.recipe import load_recipe, model_directory
+    from layerseg_merge.recipe_yaml import read_recipe_file
 
-    raw = yaml.safe_load(Path(path).read_text())
+    raw, _ = read_recipe_file(path)
     config, _ = load_recipe(path, import_checkpoints=True, log=log)
     if config.merge_method != METHOD_NAME or not config.models:
         raise SweepError(f"{path}: the sweep takes a layerwise_seg recipe with `models:`")

@@ -51,3 +51,18 @@ def run_in_process(recipe: Path, out: Path, **options) -> Path:
     config = MergeConfiguration.model_validate(yaml.safe_load(recipe.read_text()))
     run_merge(config, str(out), MergeOptions(quiet=True, copy_tokenizer=False, **options))
     return out
+
+
+@pytest.fixture()
+def models(tmp_path, segformers):
+    """Copies of the tiny SegFormers (BatchNorm in the decode head), each with an image processor (any of
+    them may become the anchor)."""
+    import shutil
+
+    copies = []
+    for index, path in enumerate(segformers):
+        copy = tmp_path / f"model{index}"
+        shutil.copytree(path, copy)
+        shutil.copy(segformers[0] / "preprocessor_config.json", copy / "preprocessor_config.json")
+        copies.append(copy)
+    return copies

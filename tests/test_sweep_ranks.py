@@ -3,7 +3,6 @@
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,18 +22,6 @@ WORKER = Path(__file__).with_name("cli_worker.py")
 
 def run(*args):
     return CliRunner().invoke(main, [*map(str, args)])
-
-
-@pytest.fixture()
-def models(tmp_path, segformers):
-    """Copies of the tiny SegFormers (BatchNorm in the decode head), each with an image processor."""
-    copies = []
-    for index, path in enumerate(segformers):
-        copy = tmp_path / f"model{index}"
-        shutil.copytree(path, copy)
-        shutil.copy(segformers[0] / "preprocessor_config.json", copy / "preprocessor_config.json")
-        copies.append(copy)
-    return copies
 
 
 def demo_recipe(tmp_path: Path, name: str) -> Path:

@@ -23,18 +23,6 @@ def run(*args):
     return CliRunner().invoke(main, [*map(str, args)])
 
 
-@pytest.fixture()
-def models(tmp_path, segformers):
-    """Copies of the tiny SegFormers, each with an image processor (any of them may become the anchor)."""
-    copies = []
-    for index, path in enumerate(segformers):
-        copy = tmp_path / f"model{index}"
-        shutil.copytree(path, copy)
-        shutil.copy(segformers[0] / "preprocessor_config.json", copy / "preprocessor_config.json")
-        copies.append(copy)
-    return copies
-
-
 # ----------------------------------------------------------------------------------------- analyze
 
 

@@ -29,6 +29,16 @@ from mergekit.io import LazyTensorLoader
 from mergekit.merge import run_merge
 from mergekit.options import MergeOptions
 
+# The decoder size of every pico model: 2 layers, hidden size 32, grouped-query attention.
+PICO_DECODER = dict(
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+)
+
 
 def _save_random(config: PretrainedConfig, model_class, path) -> str:
     """Build ``model_class(config)`` with a seed taken from ``path`` and save it."""
@@ -45,16 +55,7 @@ def make_picollama(path, vocab_size: int = 64) -> str:
     """A 2-layer Llama with hidden size 32."""
     from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-    )
+    config = LlamaConfig(**PICO_DECODER, vocab_size=vocab_size, tie_word_embeddings=False)
     return _save_random(config, LlamaForCausalLM, path)
 
 
@@ -62,16 +63,7 @@ def make_picogranite(path, vocab_size: int = 64) -> str:
     """A 2-layer Granite (Llama plus Granite's scaling multipliers)."""
     from transformers import GraniteForCausalLM
 
-    config = GraniteConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-    )
+    config = GraniteConfig(**PICO_DECODER, vocab_size=vocab_size, tie_word_embeddings=False)
     return _save_random(config, GraniteForCausalLM, path)
 
 
@@ -96,15 +88,7 @@ def make_picoLlaVa(path) -> str:
         patch_size=14,
         projection_dim=32,
     )
-    text = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    text = LlamaConfig(**PICO_DECODER, vocab_size=64)
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=63)
     return _save_random(config, LlavaForConditionalGeneration, path)
 

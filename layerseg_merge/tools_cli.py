@@ -16,7 +16,10 @@ def _echo(message: str) -> None:
 
 
 def _data_paths(data: str) -> list[str]:
-    return [p for p in data.partition(":")[2].split(",") if p]
+    """The files and folders a dataset spec reads (not ACDC's conditions), for the output-path check."""
+    from layerseg_merge.eval.datasets import input_paths
+
+    return list(input_paths(data))
 
 
 def _launch_rank() -> int:

@@ -227,3 +227,11 @@ def test_merge_recalibrate_re_estimates_the_merge(tmp_path, models):
                "--device", "cpu", "--workers", "0", "--batch-size", "8").exit_code == 0
     again = tensors(tmp_path / "again")
     assert all(torch.equal(again[n], recal[n]) for n in changed)
+
+
+def test_sweep_and_recalibrate_guard_only_real_dataset_paths():
+    """`acdc:ROOT,night`: ROOT is an input the output may not touch, `night` is a condition, not a folder."""
+    from layerseg_merge.tools_cli import _data_paths
+
+    assert _data_paths("acdc:/data/acdc,night,snow") == ["/data/acdc"]
+    assert _data_paths("coco-panoptic:/i,/p.json,/png") == ["/i", "/p.json", "/png"]

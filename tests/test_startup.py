@@ -38,8 +38,15 @@ def test_help_and_version_import_no_heavy_library():
 
 
 def test_merge_help_and_early_errors_import_no_heavy_library(tmp_path, segformers):
-    """`layerseg merge` answers at once: its --help and the errors found before merging need no mergekit."""
-    assert not set(run_command("merge", "--help")["loaded"]) & set(HEAVY)
+    """`layerseg merge` answers at once: its --help and the errors found before merging need no mergekit.
+
+    Where the installed mergekit declares other options than the shipped description (the upstream
+    series applied), its options are read from mergekit itself, on purpose: then only the messages count.
+    """
+    from layerseg_merge.merge_options import SPEC, options_source
+
+    described = json.loads(SPEC.read_text())["source"] == options_source()
+    assert not described or not set(run_command("merge", "--help")["loaded"]) & set(HEAVY)
     recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("x")
@@ -57,7 +64,7 @@ def test_merge_help_and_early_errors_import_no_heavy_library(tmp_path, segformer
                                 capture_output=True, text=True, cwd=tmp_path)
         assert message in result.stdout + result.stderr, (message, result.stdout, result.stderr[-1000:])
         loaded = json.loads(result.stdout.strip().splitlines()[-1])["loaded"]
-        assert not set(loaded) & {"mergekit", "torch"}, (message, loaded)
+        assert not described or not set(loaded) & {"mergekit", "torch"}, (message, loaded)
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
 
 

@@ -50,10 +50,12 @@ def test_wheel_ships_recipes_demo_assets_tests_and_the_hook(wheel):
 
 def test_wheel_install_registers_with_the_unmodified_mergekit_yaml(venv, tmp_path, segformers):
     python, site = venv
+    # stock mergekit: the start-up hook registers us when mergekit is imported; a mergekit with the upstream
+    # series: its `mergekit.plugins` entry point does, on the first registry look-up
     where = subprocess.check_output(
-        [str(python), "-c", "import sys, mergekit; print(sys.modules['layerseg_merge'].__file__)"],
-        text=True, cwd=tmp_path)
-    assert where.startswith(str(site))  # registered by the hook, from the wheel's copy
+        [str(python), "-c", "import sys, mergekit.merge_methods.registry as r; r.get('layerwise_seg'); "
+         "print(sys.modules['layerseg_merge'].__file__)"], text=True, cwd=tmp_path)
+    assert where.startswith(str(site))  # registered from the wheel's copy
     recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
     result = subprocess.run([str(python), MERGEKIT_YAML, str(recipe), str(tmp_path / "out")],
                             capture_output=True, text=True, cwd=tmp_path)

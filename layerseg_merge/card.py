@@ -105,13 +105,10 @@ def write_card(out_dir: str | Path, models: Sequence[str], anchor: str, recipe_y
     """Write the coefficient plot (when coefficients were recorded) and return the card text."""
     out_dir = Path(out_dir)
     task = None
-    config = out_dir / "config.json"
-    if config.exists():
-        import json
+    if (out_dir / "config.json").exists():
+        from layerseg_merge.model_info import ModelInfo
 
-        data = json.loads(config.read_text())
-        universal = any("Universal" in a or "Instance" in a for a in data.get("architectures") or [])
-        task = "panoptic" if universal or data.get("panoptic_head") else "semantic"
+        task = ModelInfo.from_dir(out_dir).task
     if records:
         plot_coefficients(records, out_dir / PLOT_FILE, anchor)
     staged = re.fullmatch(r"\.(.+)\.partial-\d+-[0-9a-f]{8}", out_dir.name)  # layerseg merge's staging

@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 import yaml
 
+from layerseg_merge.model_info import ModelInfo
+
 SCENARIOS = (
     ("different_sources", "miniature_different_sources"),
     ("different_heads", "miniature_different_heads"),
@@ -113,8 +115,8 @@ def _run_demo(out: Path, limit: int | None, assets: Path | None) -> list[dict]:
     rows: list[dict] = []
 
     def add(name, kind, scenario, model_dir):
-        is_panoptic = "panoptic_head" in json.loads((model_dir / "config.json").read_text())
-        row = {"name": name, "kind": kind, "scenario": scenario} | score(model_dir, test, limit, is_panoptic)
+        panoptic = ModelInfo.from_dir(model_dir).gives_panoptic
+        row = {"name": name, "kind": kind, "scenario": scenario} | score(model_dir, test, limit, panoptic)
         rows.append(row)
         pq = f"  PQ {100 * row['PQ']:5.1f}" if "PQ" in row else ""
         click.echo(f"  {name:38s} {kind:14s} mIoU {100 * row['mIoU']:5.1f}{pq}", err=True)

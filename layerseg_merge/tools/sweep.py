@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerseg_merge.model_info import ModelInfo
 from layerseg_merge.schedule import BUFFER_POLICIES, HEAD_POLICIES, SHAPES, ScheduleSettings
 from layerseg_merge.tools.in_memory import Candidate, LoadedInputs
 
@@ -155,7 +156,7 @@ def run_sweep(setup: Setup, data: str, split: str = "val", metric: str = "mIoU",
     grid = grid or DEFAULT_GRID
     anchors = list(anchors) if anchors is not None else list(range(len(setup.dirs)))
     if metric == "PQ" and not unsupervised:
-        panoptic = [a for a in anchors if _panoptic_capable(setup.dirs[a])]
+        panoptic = [a for a in anchors if ModelInfo.from_dir(setup.dirs[a]).gives_panoptic]
         for skipped in sorted(set(anchors) - set(panoptic)):
             log(f"anchor {setup.models[skipped]} skipped: it cannot produce panoptic output for PQ")
         anchors = panoptic
@@ -204,18 +205,6 @@ def run_sweep(setup: Setup, data: str, split: str = "val", metric: str = "mIoU",
             "unsupervised": unsupervised, "data": data, "split": split,
             "seconds_per_candidate": seconds / max(len(rows), 1), "ranks": world,
             "best": ordered[0][0], "candidates": [row for _, row in ordered]}
-
-
-UNIVERSAL = ("Mask2FormerForUniversalSegmentation", "MaskFormerForInstanceSegmentation",
-             "OneFormerForUniversalSegmentation")
-
-
-def _panoptic_capable(model_dir: str) -> bool:
-    """A universal model or a center/offset head: the anchors that give PQ."""
-    import json
-
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    return bool(config.get("panoptic_head")) or (config.get("architectures") or [""])[0] in UNIVERSAL
 
 
 def best_recipe(setup: Setup, candidate: Candidate) -> dict:

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Hashable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -47,8 +46,6 @@ from layerseg_merge.schedule import (
 from layerseg_merge.tensor_merge import NonFiniteTensor, cast_checked, merge_tensor, running_mean_name  # noqa: F401 (re-exported)
 from layerseg_merge.tensor_plan import TensorPlan, plan_tensor
 
-SHARED_PARAMETERS = ("uniform_until", "anchor_max", "schedule", "heads", "buffers")
-PER_INPUT_PARAMETERS = ("weight",)
 LOG = logging.getLogger(__name__)
 
 
@@ -189,113 +186,6 @@ def _screen_inputs(task, tensors: dict) -> dict | torch.Tensor:
     return {m: tensors[m] for m in models}
 
 
-def _suggest(key: str, choices: Sequence[str]) -> str:
-    close = get_close_matches(key, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")
-_CHOICES = {"schedule": SHAPES, "heads": HEAD_POLICIES, "buffers": BUFFER_POLICIES}
-
-
-def _leaves(setting, key: str, where: str) -> list:
-    """The scalar values of one parameter setting (a value, a gradient list, filtered conditions)."""
-    value = getattr(setting, "value", setting)  # a ConditionalParameter
-    if isinstance(value, list):
-        if not value:
-            raise RecipeError(f"parameter {key!r} {where} is an empty list; give a value, or a gradient "
-                              "list of at least one value")
-        return [leaf for item in value for leaf in _leaves(item, key, where)]
-    return [value]
-
-
-def _check_value(key: str, setting, where: str) -> None:
-    """Each value of a parameter setting, through the schedule's own checks (their messages, located)."""
-    for leaf in _leaves(setting, key, where):
-        try:
-            if key in _CHOICES:
-                check_choice(key, leaf, _CHOICES[key])
-                continue
-            if isinstance(leaf, bool) or not isinstance(leaf, int | float | str):
-                raise ValueError(f"layerwise_seg: {key} must be a number; got {leaf!r}")
-            try:
-                number = float(leaf)
-            except ValueError:
-                raise ValueError(f"layerwise_seg: {key} must be a number; got {leaf!r}") from None
-            check_weight(number) if key == "weight" else check_unit_interval(key, number)
-        except ValueError as error:
-            raise RecipeError(f"parameter {key!r} {where}: {str(error).removeprefix('layerwise_seg: ')}") from None
-
-
-def _check_scope(scope: dict | None, where: str, allowed: Sequence[str]) -> None:
-    for key, setting in (scope or {}).items():
-        if key in allowed:
-            _check_value(key, setting, where)
-            continue
-        if key in SHARED_PARAMETERS:
-            raise RecipeError(f"parameter {key!r} {where} would be ignored: it applies to the whole merge; "
-                              "move it to the recipe's top-level `parameters:`")
-        raise RecipeError(f"unknown parameter {key!r} {where}{_suggest(key, allowed)}; layerwise_seg takes "
-                          f"{', '.join(sorted(allowed))} there")
-
-
-def check_parameter_keys(config) -> None:
-    """Unknown, misplaced or impossible ``layerwise_seg`` parameters are errors (mergekit would ignore them
-    or fall back to defaults), and so is a non-float ``dtype:``/``out_dtype:``.
-
-    Recipe-, module- and slice-level ``parameters:`` take every parameter (``weight`` there is
-    the default of each input); a model's own ``parameters:`` take ``weight`` only.
-    """
-    every = SHARED_PARAMETERS + PER_INPUT_PARAMETERS
-    for key in ("dtype", "out_dtype"):
-        value = getattr(config, key, None)
-        if value is not None and value.removeprefix("torch.") not in FLOAT_DTYPES:
-            raise RecipeError(f"{key}: {value} is not a floating-point dtype; layerwise_seg merges in "
-                              f"{', '.join(FLOAT_DTYPES)} (integer tensors always keep their own dtype)")
-
-    def check_models(models, slices, where: str) -> None:
-        for model in models or []:
-            _check_scope(model.parameters, f"for model {model.model}", PER_INPUT_PARAMETERS)
-        for index, piece in enumerate(slices or []):
-            _check_scope(piece.parameters, f"in {where}slices[{index}].parameters", every)
-            for source in piece.sources:
-                _check_scope(source.parameters, f"for model {source.model}", PER_INPUT_PARAMETERS)
-
-    _check_scope(config.parameters, "in the recipe's `parameters:`", every)
-    check_models(config.models, config.slices, "")
-    for name, module in (config.modules or {}).items():
-        _check_scope(module.parameters, f"in modules.{name}.parameters", every)
-        check_models(module.models, module.slices, f"modules.{name}.")
-
-
-def parameter_filters(config) -> list[tuple[str, str]]:
-    """Every (parameter, filter) of a recipe's conditional parameters, in recipe order."""
-    scopes = [config.parameters, *(m.parameters for m in config.models or [])]
-    for piece in config.slices or []:
-        scopes += [piece.parameters, *(source.parameters for source in piece.sources)]
-    for module in (config.modules or {}).values():
-        scopes += [module.parameters, *(m.parameters for m in module.models or [])]
-    found = []
-    for scope in scopes:
-        for key, setting in (scope or {}).items():
-            for condition in setting if isinstance(setting, list) else [setting]:
-                name = getattr(condition, "filter", None)
-                if name not in (None, "*") and (key, name) not in found:
-                    found.append((key, name))
-    return found
-
-
-def warn_unmatched_filters(config, tensor_names: Sequence[str]) -> list[str]:
-    """Warn about each parameter ``filter:`` that matches no output tensor (it changes nothing)."""
-    messages = []
-    for key, name in parameter_filters(config):
-        if not any(name in tensor for tensor in tensor_names):
-            messages.append(f"layerwise_seg: the filter {name!r} of parameter {key!r} matches no tensor of the "
-                            "anchor, so it changes nothing; check its spelling against the anchor's tensor names")
-            LOG.warning(messages[-1])
-    return messages
-
-
 @dataclass
 class MergeRecord:
     """What one ``layerwise_seg`` merge planned, for its model card: the output folder and, per output
@@ -336,11 +226,11 @@ def begin_merge(config) -> list[str]:
     planner wrapper of :mod:`layerseg_merge.mergekit_compat`); returns the warnings left for mergekit (none:
     everything it would warn about is an error here).
     """
+    from layerseg_merge.recipe import _check_top_level, check_parameter_keys, warn_unmatched_filters
+
     check_parameter_keys(config)
     extra = getattr(config, "model_extra", None)  # unknown top-level keys, where mergekit keeps them
     if extra:
-        from layerseg_merge.recipe import _check_top_level
-
         _check_top_level(dict(extra), "recipe")
     _RECORD.set(MergeRecord(config.dtype, config.out_dtype))
     if config.base_model is not None and not _REPLANNING.get():

@@ -8,7 +8,6 @@ recorded per tensor during the merge.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -111,8 +110,9 @@ def write_card(out_dir: str | Path, models: Sequence[str], anchor: str, recipe_y
         task = ModelInfo.from_dir(out_dir).task
     if records:
         plot_coefficients(records, out_dir / PLOT_FILE, anchor)
-    staged = re.fullmatch(r"\.(.+)\.partial-\d+-[0-9a-f]{8}", out_dir.name)  # layerseg merge's staging
-    return card_text(models, anchor, recipe_yaml, task, staged[1] if staged else out_dir.name, plot=bool(records))
+    from layerseg_merge.output import staged_name
+
+    return card_text(models, anchor, recipe_yaml, task, staged_name(out_dir.name) or out_dir.name, plot=bool(records))
 
 
 def front_matter(text: str) -> tuple[dict, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -24,13 +23,13 @@ def one_line(error: BaseException) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-# The staging names of output.StagedOutput and write_file_atomically: ".NAME.partial-PID-XXXXXXXX".
-_STAGING = re.compile(r"\.(.+)\.partial-\d+-[0-9a-f]{8}")
 
 
 def user_path(path: str | os.PathLike) -> str:
     """``path`` as the user named it: a staging folder or file shown as the output it becomes."""
-    return str(Path(*[m[1] if (m := _STAGING.fullmatch(part)) else part for part in Path(path).parts]))
+    from layerseg_merge.output import staged_name
+
+    return str(Path(*[staged_name(part) or part for part in Path(path).parts]))
 
 
 def disk_full(error: BaseException) -> bool:

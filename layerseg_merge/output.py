@@ -78,6 +78,13 @@ def _linked_files(folder: Path) -> Iterator[Path]:
 
 
 STAGING_SUFFIX = 48  # what ".NAME.partial-PID-XXXXXXXX.tag" adds to the output's name, at most
+_STAGING = re.compile(r"\.(.+)\.partial-\d+-[0-9a-f]{8}")  # the staging names of StagedOutput, write_file_atomically
+
+
+def staged_name(name: str) -> str | None:
+    """The output's name that the staging name ``name`` is written for (None: not a staging name)."""
+    match = _STAGING.fullmatch(name)
+    return match[1] if match else None
 
 
 def _check_name_length(target: Path) -> None:

@@ -1,14 +1,21 @@
 """Merge speed: layerwise_seg vs mergekit `linear` vs a naive state-dict average.
 
 Builds 3 random SegFormer-B5-sized models (safetensors), then runs each way of
-merging in its own process and prints wall time and peak RSS. Usage:
+merging in its own process and prints wall time and peak RSS (the best of
+--repeats rounds; each round runs every way once). With --mergekit-tree DIR
+(an unpacked mergekit with patches applied, e.g. the upstream/ series) the
+mergekit-based ways run a second time with DIR first on PYTHONPATH, and the
+merged files of the two mergekits are compared byte for byte. Usage:
 
-    python benchmarks/merge_speed.py [--workdir DIR] [--size b5|b0]
+    python benchmarks/merge_speed.py [--workdir DIR] [--size b5|b0] [--repeats N]
+        [--mergekit-tree DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
+import os
 import subprocess
 import sys
 import tempfile
@@ -77,8 +84,12 @@ def build_models(root: Path, size: str) -> list[Path]:
     return paths
 
 
-def run(code: str, *args: str) -> tuple[float, float]:
-    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+def run(code: str, *args: str, tree: Path | None = None) -> tuple[float, float]:
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                            env=env)
     if result.returncode:
         raise SystemExit(result.stderr[-3000:])
     seconds, rss_kib = result.stdout.strip().splitlines()[-1].split()
@@ -100,29 +111,46 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--size", choices=sorted(SIZES), default="b5")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--mergekit-tree", type=Path, default=None,
+                        help="also run the mergekit-based ways with this mergekit source tree")
     args = parser.parse_args()
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="merge_speed_"))
+    tree = args.mergekit_tree.resolve() if args.mergekit_tree else None
+    if tree is not None and not (tree / "mergekit" / "__init__.py").is_file():
+        raise SystemExit(f"{tree}: no mergekit/__init__.py; pass an unpacked mergekit source tree")
+    # absolute, so that the recipes' model paths are not taken for Hub ids
+    root = (args.workdir or Path(tempfile.mkdtemp(prefix="merge_speed_"))).resolve()
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     models = build_models(root, args.size)
     params = sum(p.stat().st_size for p in models[0].glob("*.safetensors")) / 4 / 1e6
     print(f"3 SegFormer-{args.size.upper()} models, {params:.1f} M parameters each "
           f"(built in {time.perf_counter() - started:.1f} s) in {root}")
-    results = {}
-    for name, code, extra in [
-        ("import mergekit only", IMPORT_ONLY, []),
-        ("naive load-and-average", RUN_NAIVE, [*map(str, models), str(root / "naive.safetensors")]),
-        ("mergekit-yaml linear", RUN_MERGEKIT, [str(recipe(root, "linear", models)), str(root / "linear")]),
-        ("mergekit-yaml layerwise_seg", RUN_MERGEKIT,
-         [str(recipe(root, "layerwise_seg", models)), str(root / "layerwise")]),
-    ]:
-        runs = [run(code, *extra) for _ in range(args.repeats)]
-        results[name] = (min(r[0] for r in runs), max(r[1] for r in runs))
+    linear_recipe, layerwise_recipe = recipe(root, "linear", models), recipe(root, "layerwise_seg", models)
+    ways = [("naive load-and-average", RUN_NAIVE, [*map(str, models), str(root / "naive.safetensors")], None)]
+    for label, suffix, where in [("", "", None)] + ([(" (patched)", "_patched", tree)] if tree else []):
+        ways += [
+            (f"import mergekit only{label}", IMPORT_ONLY, [], where),
+            (f"mergekit-yaml linear{label}", RUN_MERGEKIT, [str(linear_recipe), str(root / f"linear{suffix}")],
+             where),
+            (f"mergekit-yaml layerwise_seg{label}", RUN_MERGEKIT,
+             [str(layerwise_recipe), str(root / f"layerwise{suffix}")], where),
+        ]
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in ways}
+    for _ in range(args.repeats):  # rounds, so that a busy spell on the machine hits every way
+        for name, code, extra, where in ways:
+            runs[name].append(run(code, *extra, tree=where))
+    results = {name: (min(r[0] for r in rs), max(r[1] for r in rs)) for name, rs in runs.items()}
     naive = results["naive load-and-average"][0]
     linear = results["mergekit-yaml linear"][0]
-    print(f"{'approach':32s} {'wall s':>8s} {'peak RSS MiB':>13s} {'x naive':>8s} {'x linear':>9s}")
+    print(f"{'approach':40s} {'wall s':>8s} {'peak RSS MiB':>13s} {'x naive':>8s} {'x linear':>9s}")
     for name, (seconds, rss) in results.items():
-        print(f"{name:32s} {seconds:8.2f} {rss:13.0f} {seconds / naive:8.2f} {seconds / linear:9.2f}")
+        print(f"{name:40s} {seconds:8.2f} {rss:13.0f} {seconds / naive:8.2f} {seconds / linear:9.2f}")
+    if tree is not None:
+        print(f"patched mergekit: {tree}")
+        for way, out in [("linear", "linear"), ("layerwise_seg", "layerwise")]:
+            stock, patched = root / out / "model.safetensors", root / f"{out}_patched" / "model.safetensors"
+            same = filecmp.cmp(stock, patched, shallow=False)
+            print(f"{way}: model.safetensors stock vs patched {'identical' if same else 'DIFFERENT'}")
 
 
 if __name__ == "__main__":

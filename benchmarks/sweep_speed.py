@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--example-only", type=Path, help=argparse.SUPPRESS)  # internal: one example-path run
     parser.add_argument("extra", nargs="*", help="options passed to every `layerseg sweep` (after --)")
     args = parser.parse_args()
-    from layerseg_merge.demo import recipe_for
+    from layerseg_merge.cli.demo import recipe_for
     from layerseg_merge.resources import DEMO_ASSETS
 
     val = DEMO_ASSETS / "target_val"

@@ -40,7 +40,7 @@ def test_demo_writes_every_row_with_values_in_range(demo_out):
             assert 0 <= row["PQ"] <= 1
     from PIL import Image
 
-    from layerseg_merge.demo import KIND_COLOURS
+    from layerseg_merge.cli.demo import KIND_COLOURS
 
     with Image.open(demo_out / "results.png") as chart:  # wide, one colour per kind of row
         assert chart.size[0] >= 1200
@@ -97,7 +97,7 @@ def test_retrain_one_seed_end_to_end(tmp_path):
     sys.path.insert(0, str(ROOT / "examples" / "miniature_uda"))
     import train
 
-    from layerseg_merge.demo import run_demo
+    from layerseg_merge.cli.demo import run_demo
 
     log = train.main(["--out", str(tmp_path / "assets"), "--seed", "7"])
     for name in ("dr", "dacs", "mic", "dacs_source2"):

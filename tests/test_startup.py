@@ -43,7 +43,7 @@ def test_merge_help_and_early_errors_import_no_heavy_library(tmp_path, segformer
     Where the installed mergekit declares other options than the shipped description (the upstream
     series applied), its options are read from mergekit itself, on purpose: then only the messages count.
     """
-    from layerseg_merge.merge_options import SPEC, options_source
+    from layerseg_merge.cli.merge_options import SPEC, options_source
 
     described = json.loads(SPEC.read_text())["source"] == options_source()
     assert not described or not set(run_command("merge", "--help")["loaded"]) & set(HEAVY)
@@ -70,14 +70,14 @@ def test_merge_help_and_early_errors_import_no_heavy_library(tmp_path, segformer
 
 def test_the_shipped_merge_options_are_those_of_the_installed_mergekit():
     """`layerseg merge --help` lists mergekit's options from merge_options.json: it must not drift."""
-    from layerseg_merge.merge_options import SPEC, live_spec, merge_option_params
+    from layerseg_merge.cli.merge_options import SPEC, live_spec, merge_option_params
 
     shipped, live = json.loads(SPEC.read_text()), json.loads(json.dumps(live_spec()))
     if shipped["mergekit"] == live["mergekit"] and shipped["source"] != live["source"]:
         # the pinned release with the upstream series applied: its own options are used, not the file
         assert not merge_option_params()[1] and "strict_parameters" in {o["name"] for o in live["options"]}
         return
-    assert shipped == live, "mergekit's options changed: run `python -m layerseg_merge.merge_options`"
+    assert shipped == live, "mergekit's options changed: run `python -m layerseg_merge.cli.merge_options`"
 
 
 def test_merge_options_reach_mergekit(tmp_path, segformers):

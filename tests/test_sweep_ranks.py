@@ -25,7 +25,7 @@ def run(*args):
 
 
 def demo_recipe(tmp_path: Path, name: str) -> Path:
-    from layerseg_merge.demo import recipe_for
+    from layerseg_merge.cli.demo import recipe_for
     from layerseg_merge.resources import DEMO_ASSETS
 
     recipe = tmp_path / f"{name}.yaml"

@@ -97,7 +97,7 @@ def test_in_memory_merge_across_hosts_equals_mergekit(tmp_path):
 
 
 def test_sweep_finds_a_known_optimum_and_never_reads_the_test_split(tmp_path, monkeypatch):
-    from layerseg_merge.demo import recipe_for
+    from layerseg_merge.cli.demo import recipe_for
     from layerseg_merge.eval import images as images_module
     from layerseg_merge.eval.inference import Segmenter
     from layerseg_merge.resources import DEMO_ASSETS
@@ -231,7 +231,7 @@ def test_merge_recalibrate_re_estimates_the_merge(tmp_path, models):
 
 def test_sweep_and_recalibrate_guard_only_real_dataset_paths():
     """`acdc:ROOT,night`: ROOT is an input the output may not touch, `night` is a condition, not a folder."""
-    from layerseg_merge.tools_cli import _data_paths
+    from layerseg_merge.cli.tools import _data_paths
 
     assert _data_paths("acdc:/data/acdc,night,snow") == ["/data/acdc"]
     assert _data_paths("coco-panoptic:/i,/p.json,/png") == ["/i", "/p.json", "/png"]

@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 import select_recipes  # noqa: E402
 import train  # noqa: E402
 
-from layerseg_merge.demo import run_demo  # noqa: E402
+from layerseg_merge.cli.demo import run_demo  # noqa: E402
 
 
 def summarise(per_seed: dict[int, list[dict]]) -> str:

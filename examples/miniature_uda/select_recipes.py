@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from scipy.stats import spearmanr
 
-from layerseg_merge.demo import SCENARIOS, recipe_for
+from layerseg_merge.cli.demo import SCENARIOS, recipe_for
 from layerseg_merge.eval.evaluate import evaluate
 from layerseg_merge.schedule import ScheduleSettings
 from layerseg_merge.tools.in_memory import Candidate, LoadedInputs

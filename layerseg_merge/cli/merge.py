@@ -2,7 +2,7 @@
 
 Start-up is kept short: the recipe file, its YAML, the output path and the inputs' existence
 are checked before mergekit or torch is imported (that takes seconds), and ``--help`` lists
-mergekit's options from :mod:`layerseg_merge.merge_options` without importing it.
+mergekit's options from :mod:`layerseg_merge.cli.merge_options` without importing it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
+from layerseg_merge.cli.merge_options import given_arguments, merge_option_params, parse_merge_options
 from layerseg_merge.errors import reported
-from layerseg_merge.merge_options import given_arguments, merge_option_params, parse_merge_options
 
 MERGEKIT_OPTIONS, _ = merge_option_params()
 

@@ -6,7 +6,7 @@ the command line use it; once the fast checks have passed, the options given are
 by mergekit's own ``add_merge_options`` into a ``MergeOptions``, so their meaning is mergekit's.
 Where the installed mergekit declares other options (another release, or one with the upstream
 series applied: ``source`` is a digest of its ``options.py``), mergekit's options are used directly
-(slower start-up, never stale). ``python -m layerseg_merge.merge_options`` rewrites the file; a test
+(slower start-up, never stale). ``python -m layerseg_merge.cli.merge_options`` rewrites the file; a test
 checks it against the installed mergekit.
 """
 

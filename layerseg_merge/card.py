@@ -105,7 +105,7 @@ def write_card(out_dir: str | Path, models: Sequence[str], anchor: str, recipe_y
     out_dir = Path(out_dir)
     task = None
     if (out_dir / "config.json").exists():
-        from layerseg_merge.model_info import ModelInfo
+        from layerseg_merge.models.info import ModelInfo
 
         task = ModelInfo.from_dir(out_dir).task
     if records:

@@ -267,12 +267,11 @@ def test_plain_mergekit_yaml_merges_imported_directories(tmp_path):
 
 
 def test_daformer_forward_equals_an_independent_computation(tmp_path):
-    from layerseg_merge.formats.mmseg_model import load_mmseg_model
+    from layerseg_merge.models.loading import load_model
 
     checkpoint, data = small_checkpoint(tmp_path, "daformer", seed=4)
     out, _ = import_(checkpoint, tmp_path / "daformer")
-    settings = json.loads((out / "config.json").read_text())["layerseg_mmseg"]
-    model = load_mmseg_model(out, settings)
+    model = load_model(out)
     image = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
     state = student(data)
     with torch.no_grad():
@@ -283,14 +282,17 @@ def test_daformer_forward_equals_an_independent_computation(tmp_path):
 
 
 def test_hrda_inference_equals_the_released_procedure_written_out(tmp_path):
-    from layerseg_merge.formats.mmseg_model import load_mmseg_model
+    from dataclasses import replace
+
+    from layerseg_merge.models.info import ModelInfo
+    from layerseg_merge.models.loading import load_model
 
     checkpoint, data = small_checkpoint(tmp_path, "hrda", seed=5)
     out, _ = import_(checkpoint, tmp_path / "hrda")
     settings = json.loads((out / "config.json").read_text())["layerseg_mmseg"]
     assert settings["inference"] == {"lr_scale": 0.5, "hr_crop": 512, "hr_stride": 256, "crop": 1024, "stride": 512}
     settings["inference"] = {"lr_scale": 0.5, "hr_crop": 32, "hr_stride": 16, "crop": 64, "stride": 32}
-    model = load_mmseg_model(out, settings)
+    model = load_model(out, info=replace(ModelInfo.from_dir(out), mmseg=settings))
     image = torch.randn(1, 3, 64, 128, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         got = model(pixel_values=image).logits

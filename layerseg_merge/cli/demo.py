@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import yaml
 
-from layerseg_merge.model_info import ModelInfo
+from layerseg_merge.models.info import ModelInfo
 
 SCENARIOS = (
     ("different_sources", "miniature_different_sources"),
@@ -100,7 +100,7 @@ def one_thread():
 
 def run_demo(out: Path, limit: int | None = None, assets: Path | None = None) -> list[dict]:
     """Score singles and merges into ``out``; ``assets`` overrides the shipped models (other seeds)."""
-    from layerseg_merge.eval.inference import quiet_transformers
+    from layerseg_merge.models.loading import quiet_transformers
 
     with one_thread(), quiet_transformers():
         return _run_demo(out, limit, assets)

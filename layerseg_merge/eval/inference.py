@@ -22,18 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModelForSemanticSegmentation,
-    AutoModelForUniversalSegmentation,
-)
-from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
+from transformers import AutoImageProcessor
 
 from layerseg_merge.eval.metrics import VOID, Segment
 from layerseg_merge.eval.mmseg_pipeline import MmsegPipeline, pipeline_settings, upsample_two_step
 from layerseg_merge.eval.preprocess import DevicePreprocessor, supports
-from layerseg_merge.eval.sliding import Stitcher, windows
+from layerseg_merge.models.info import ModelInfo
+from layerseg_merge.models.loading import load_model
+from layerseg_merge.models.sliding import Stitcher, windows
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -47,23 +43,6 @@ def pick_device(device: str = "auto") -> torch.device:
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: this machine has no CUDA device torch can use; use --device cpu")
     return chosen
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """transformers' load reports (unexpected keys of an imported head, say) and its "Loading weights" progress
-    bars are noise for repeated loads: both off inside, as they were after."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def autocast(device: torch.device, amp: str):
@@ -135,45 +114,21 @@ class Segmenter:
                  crops_per_forward: int = 8, tensors: dict[str, torch.Tensor] | None = None):
         """``tensors``: weights to use instead of the directory's (file names; e.g. an in-memory merge)."""
         model_dir = Path(model_dir)
-        if not (model_dir / "config.json").exists():
-            raise FileNotFoundError(f"{model_dir}: no config.json; pass a save_pretrained() directory")
-        config = AutoConfig.from_pretrained(model_dir)
-        self.universal = config.model_type not in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
+        info = ModelInfo.from_dir(model_dir)
+        self.universal = info.universal
         self.device = pick_device(device)
-        imported = getattr(config, "layerseg_mmseg", None)  # an mmseg checkpoint (formats/mmseg.py)
-        self.resizes_itself = False
         self.mmseg_pipeline = None  # DAFormer / HRDA: mmseg's test pipeline instead of the image processor
-        if imported and imported.get("kind") != "segformer":
-            from layerseg_merge.formats.mmseg_model import load_mmseg_model
-
-            if imported.get("kind") == "hrda" and slide is not None:
+        if info.imported_heads:
+            if info.mmseg_kind == "hrda" and slide is not None:
                 raise ValueError(f"{model_dir}: HRDA/MIC models slide as their config says (layerseg_mmseg.inference "
                                  "in config.json); drop --slide")
-            self.model = load_mmseg_model(model_dir, imported, tensors).to(self.device)
-            self.mmseg_pipeline = pipeline_settings(imported, str(model_dir / "config.json"))
             if preprocess == "processor":
-                raise ValueError(f"{model_dir}: an imported {imported.get('kind')} model runs its mmseg test pipeline "
+                raise ValueError(f"{model_dir}: an imported {info.mmseg_kind} model runs its mmseg test pipeline "
                                  "(layerseg_mmseg.test_pipeline in config.json), not an image processor; drop "
                                  "--preprocess processor")
-        else:
-            loader = AutoModelForUniversalSegmentation if self.universal else AutoModelForSemanticSegmentation
-            if tensors is None:
-                try:
-                    self.model = loader.from_pretrained(model_dir)
-                except Exception:  # a bad or unsafe weights file: the reader's own message names it
-                    from layerseg_merge.checkpoint import read_tensor_headers
-
-                    read_tensor_headers(model_dir)
-                    raise
-            else:
-                model_class = loader._model_mapping[type(config)]  # the Auto classes take no state dict alone
-                with quiet_transformers():
-                    self.model = model_class.from_pretrained(None, config=config, state_dict=tensors)
-            self.model = self.model.to(self.device).eval()
-            if imported:  # an mmseg SegFormer: its MiT's original LayerNorm eps
-                from layerseg_merge.formats.mmseg_model import set_mit_layer_norm_eps
-
-                set_mit_layer_norm_eps(self.model)
+        self.model = load_model(model_dir, tensors, info).to(self.device)
+        if info.imported_heads:
+            self.mmseg_pipeline = pipeline_settings(info.mmseg, str(model_dir / "config.json"))
         if not (model_dir / "preprocessor_config.json").exists():
             raise FileNotFoundError(
                 f"{model_dir}: no preprocessor_config.json; save the model's image processor with "

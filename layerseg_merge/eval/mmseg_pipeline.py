@@ -10,7 +10,7 @@ MIC repositories, with mmcv 1.x):
 2. ``Normalize``: ``(x - mean) * (1 / std)`` on the 0-255 scale (float32 image, double
    arithmetic, as ``mmcv.imnormalize`` calls OpenCV), BGR -> RGB.
 3. The segmentor: DAFormer ``whole`` (logits at stride 4, upsampled to the network input size),
-   HRDA ``slide`` (windows over the *resized* image, see ``formats/mmseg_model.py``); then the
+   HRDA ``slide`` (windows over the *resized* image, see ``models/mmseg_uda.py``); then the
    logits are upsampled once more, to the original image size: two bilinear steps
    (:func:`upsample_two_step`).
 

@@ -225,7 +225,7 @@ DILATIONS = (1, 6, 12, 18)  # DAFormer's ASPP (every released config)
 def required_names(found: Detected) -> list[str]:
     """Every tensor (original names, no prefix) the backbone and semantic head of ``found`` are built from.
 
-    The DAFormer / HRDA heads list what :mod:`layerseg_merge.formats.mmseg_model` loads; EDAPS's
+    The DAFormer / HRDA heads list what :mod:`layerseg_merge.models.mmseg_uda` loads; EDAPS's
     Mask R-CNN parts are not checked (they are not run here).
     """
     names = [f"backbone.patch_embed{s}.{part}.{p}" for s in range(1, 5) for part in ("proj", "norm")
@@ -237,7 +237,7 @@ def required_names(found: Detected) -> list[str]:
         names += [f"backbone.norm{s}.weight", f"backbone.norm{s}.bias"]
     if found.kind == "segformer":
         return names + list(_SEGFORMER_HEAD_NAMES)
-    from layerseg_merge.formats.mmseg_model import DAFormerHead, HRDAHead
+    from layerseg_merge.models.mmseg_uda import DAFormerHead, HRDAHead
 
     with torch.device("meta"):
         head = HRDAHead(found.embed_dims, found.channels, found.num_classes, DILATIONS) if found.kind == "hrda" \

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerseg_merge.model_info import ModelInfo
+from layerseg_merge.models.info import ModelInfo
 from layerseg_merge.schedule import BUFFER_POLICIES, HEAD_POLICIES, SHAPES, ScheduleSettings
 from layerseg_merge.tools.in_memory import Candidate, LoadedInputs
 

@@ -17,12 +17,16 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerseg_merge.eval.sliding import stitch, windows
+from layerseg_merge.models.sliding import stitch, windows
+
+if TYPE_CHECKING:
+    from layerseg_merge.models.info import ModelInfo
 
 
 class ConvModule(nn.Sequential):
@@ -192,7 +196,7 @@ def set_mit_layer_norm_eps(encoder: nn.Module, eps: float = 1e-6) -> None:
             module.eps = eps
 
 
-def load_mmseg_model(model_dir: str | Path, settings: dict, tensors: dict | None = None) -> nn.Module:
+def load_mmseg_model(model_dir: Path, info: ModelInfo, tensors: dict | None = None) -> nn.Module:
     """The runnable model of an imported directory (DAFormer or HRDA/MIC; SegFormer loads with transformers).
 
     ``tensors`` replaces the directory's weights (file names), e.g. an in-memory merge.
@@ -200,8 +204,9 @@ def load_mmseg_model(model_dir: str | Path, settings: dict, tensors: dict | None
     from transformers import AutoConfig, SegformerModel
 
     from layerseg_merge.checkpoint import load_tensors
-    from layerseg_merge.eval.inference import quiet_transformers
+    from layerseg_merge.models.loading import quiet_transformers
 
+    settings = info.mmseg
     if settings["kind"] == "edaps":
         raise ValueError(f"{model_dir}: EDAPS (a Mask R-CNN panoptic model) can be merged and exported but not "
                          "evaluated: transformers has no Mask R-CNN counterpart; evaluate it with the EDAPS repository")

@@ -3,14 +3,12 @@
 import json
 import re
 import shutil
-import subprocess
 
 import yaml
 from click.testing import CliRunner
 from eval_data import semantic_folder
-from helpers import write_recipe
+from helpers import mergekit_yaml, write_recipe
 from PIL import Image
-from test_merge import MERGEKIT_YAML
 
 from layerseg_merge.card import front_matter
 from layerseg_merge.cli import main
@@ -54,9 +52,8 @@ def test_the_plot_records_the_coefficients_the_kernel_used(tmp_path, segformers)
 
 def test_plain_mergekit_yaml_writes_our_card_too(tmp_path, segformers):
     recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
-    result = subprocess.run([MERGEKIT_YAML, str(recipe), str(tmp_path / "out"), "--no-copy-tokenizer"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, text = mergekit_yaml(recipe, tmp_path / "out")
+    assert code == 0, text[-3000:]
     assert card(tmp_path / "out")[0]["pipeline_tag"] == "image-segmentation"
     assert (tmp_path / "out" / "coefficients.png").exists()
 

@@ -251,15 +251,12 @@ def test_pth_recipes_import_once_into_the_cache(tmp_path):
 
 
 def test_plain_mergekit_yaml_merges_imported_directories(tmp_path):
-    import subprocess
-
-    from test_merge import MERGEKIT_YAML
+    from helpers import mergekit_yaml
 
     dirs = [import_(small_checkpoint(tmp_path, "daformer", seed=s)[0], tmp_path / f"d{s}")[0] for s in (1, 2)]
     recipe = write_recipe(tmp_path / "r.yaml", dirs, dirs[0])
-    result = subprocess.run([MERGEKIT_YAML, str(recipe), str(tmp_path / "out"), "--no-copy-tokenizer"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, text = mergekit_yaml(recipe, tmp_path / "out")
+    assert code == 0, text[-3000:]
     assert set(tensors(tmp_path / "out")) == set(tensors(dirs[0]))
 
 

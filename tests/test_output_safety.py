@@ -292,13 +292,12 @@ def test_an_input_file_linked_into_the_output_is_refused(tmp_path, segformers, i
 
 
 def test_plain_mergekit_yaml_refuses_an_input_as_output(tmp_path, segformers, inputs_untouched):
-    from test_merge import MERGEKIT_YAML
+    from helpers import mergekit_yaml
 
     recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
-    result = subprocess.run([MERGEKIT_YAML, str(recipe), str(segformers[1]), "--no-copy-tokenizer"],
-                            capture_output=True, text=True)
-    assert result.returncode != 0
-    assert f"output {segformers[1]} is the input {segformers[1]}" in result.stderr
+    code, text = mergekit_yaml(recipe, segformers[1])
+    assert code != 0
+    assert f"output {segformers[1]} is the input {segformers[1]}" in text
 
 
 # A writer killed with SIGKILL while a child it forked (a DataLoader worker) still runs and holds the lock's fd.

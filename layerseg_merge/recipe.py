@@ -164,9 +164,9 @@ def check_layerwise_models(config: MergeConfiguration, where: str) -> None:
 
 def _check_mit_variants(anchor: str, other: str, where: str) -> None:
     """Two imported mmseg models on different MiT variants: say so in the field's words."""
-    from layerseg_merge.formats.mmseg import mmseg_settings
+    from layerseg_merge.models.info import ModelInfo
 
-    mine, theirs = mmseg_settings(anchor), mmseg_settings(other)
+    mine, theirs = ModelInfo.from_dir(anchor).mmseg, ModelInfo.from_dir(other).mmseg
     if mine and theirs and mine.get("variant") != theirs.get("variant"):
         raise RecipeError(f"{where}: MiT variants differ: the anchor {anchor} is MiT-{mine['variant'].upper()}, "
                           f"{other} is MiT-{theirs['variant'].upper()}; layer-wise merging needs one backbone")

@@ -460,20 +460,13 @@ def write_model_dir(imported: Imported, directory: Path) -> None:
             (directory / name).write_text(json.dumps(content, indent=2) + "\n")
 
 
-def mmseg_settings(model_dir: str | Path) -> dict | None:
-    """``layerseg_mmseg`` of an imported directory's config.json (None for other models)."""
-    try:
-        return json.loads((Path(model_dir) / "config.json").read_text()).get("layerseg_mmseg")
-    except (OSError, ValueError):
-        return None
-
-
 def export_state(model_dir: str | Path) -> dict:
     """The mmseg checkpoint of an imported (or merged) directory: ``{meta, state_dict}`` with ``model.*`` keys."""
     from layerseg_merge.checkpoint import load_tensors
+    from layerseg_merge.models.info import ModelInfo
 
     model_dir = Path(model_dir)
-    settings = mmseg_settings(model_dir)
+    settings = ModelInfo.from_dir(model_dir).mmseg
     if settings is None:
         raise MmsegError(f"{model_dir}: not an imported mmseg model (config.json has no layerseg_mmseg); only "
                          "models imported with `layerseg import mmseg` (or merges anchored on one) can be exported")

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from layerseg_merge.eval.evaluate import evaluate  # noqa: E402
 from layerseg_merge.eval.inference import autocast, pick_device  # noqa: E402
+from layerseg_merge.eval.options import DataOptions, InferenceOptions  # noqa: E402
 
 CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
            "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
@@ -166,10 +167,16 @@ def throughput(report: dict) -> float:
     return timing["images"] / timing["seconds"]
 
 
+def score(model_dir, data: str, device, task: str = "semantic", limit: int | None = None, workers: int = 2,
+          **infer) -> dict:
+    """evaluate() without a progress bar; ``infer``: the InferenceOptions besides the device."""
+    return evaluate(model_dir, DataOptions(data, limit=limit, workers=workers), task,
+                    InferenceOptions(device=str(device), **infer), progress=False)
+
+
 def run_eval(model_dir, data, device, **options) -> dict:
-    evaluate(model_dir, data, device=str(device), progress=False, limit=8, **options)  # warm-up
-    report = evaluate(model_dir, data, device=str(device), progress=False, **options)
-    return report
+    score(model_dir, data, device, **(options | {"limit": 8}))  # warm-up
+    return score(model_dir, data, device, **options)
 
 
 def demo_argmax_identical(device: torch.device) -> bool:
@@ -182,7 +189,7 @@ def demo_argmax_identical(device: torch.device) -> bool:
     model = DEMO_ASSETS / "models" / "dacs"
     maps = []
     for compile_model in (True, False):
-        segmenter = Segmenter(model, device=str(device), compile=compile_model)
+        segmenter = Segmenter(model, InferenceOptions(device=str(device), compile=compile_model))
         maps.append(torch.cat([torch.stack(segmenter.semantic(images[i:i + 16], [tuple(images.shape[-2:])] * 16))
                                for i in range(0, len(images), 16)]))
     return bool(torch.equal(maps[0], maps[1]))
@@ -247,10 +254,9 @@ def main() -> None:
             limit = forward_limit(mask2former, device, batch, amp, padded, label_size, True, 6)
             options = dict(task="panoptic", batch_size=batch, amp=amp, workers=workers)
             subset = min(preset["panoptic_images"], preset["images"])
-            evaluate(mask2former, coco, device=str(device), progress=False, limit=4, **options)  # warm-up
-            fast = evaluate(mask2former, coco, device=str(device), progress=False, limit=subset, **options)
-            slow = evaluate(mask2former, coco, device=str(device), progress=False, limit=subset,
-                            preprocess="processor", **options)
+            score(mask2former, coco, device, limit=4, **options)  # warm-up
+            fast = score(mask2former, coco, device, limit=subset, **options)
+            slow = score(mask2former, coco, device, limit=subset, preprocess="processor", **options)
             line("forward-only limit (forward pass alone)", limit)
             line("evaluate(), device preprocessing", throughput(fast), limit)
             line("evaluate(), processor on the CPU (the previous path)", throughput(slow), limit)
@@ -262,10 +268,10 @@ def main() -> None:
             amp = "bf16" if device.type == "cuda" else "off"
             subset = max(4, preset["images"] // 2)
             print(f"SegFormer-{preset['backbone'].upper()} --slide {crop},{stride}, {amp}:")
-            options = dict(amp=amp, workers=workers, slide=(crop, stride), limit=subset, progress=False)
-            evaluate(segformer, folder, device=str(device), batch_size=4, **(options | {"limit": 2}))
-            batched = evaluate(segformer, folder, device=str(device), batch_size=4, **options)
-            single = evaluate(segformer, folder, device=str(device), batch_size=1, **options)
+            options = dict(amp=amp, workers=workers, slide=(crop, stride), limit=subset)
+            score(segformer, folder, device, batch_size=4, **(options | {"limit": 2}))
+            batched = score(segformer, folder, device, batch_size=4, **options)
+            single = score(segformer, folder, device, batch_size=1, **options)
             line("crops batched (4 per forward)", throughput(batched), None,
                  f"; forward {batched['timing']['forward_seconds']:.1f} s of {batched['timing']['seconds']:.1f} s")
             line("one crop at a time (the previous slide)", throughput(single))
@@ -277,12 +283,12 @@ def main() -> None:
             figures["fp32"] = semantic_section(segformer, folder, device, preset, 1, "off")
         if "compile" in sections and device.type == "cuda":
             print(f"SegFormer-{preset['backbone'].upper()} --compile, bf16, batch 4:")
-            options = dict(amp="bf16", workers=workers, batch_size=4, progress=False)
+            options = dict(amp="bf16", workers=workers, batch_size=4)
             started = time.perf_counter()
-            evaluate(segformer, folder, device=str(device), compile=True, limit=8, **options)
+            score(segformer, folder, device, compile=True, limit=8, **options)
             warm = time.perf_counter() - started
-            compiled = evaluate(segformer, folder, device=str(device), compile=True, **options)
-            eager = evaluate(segformer, folder, device=str(device), **options)
+            compiled = score(segformer, folder, device, compile=True, **options)
+            eager = score(segformer, folder, device, **options)
             line("eager", throughput(eager))
             line("compiled", throughput(compiled), None, f"; first run incl. compilation {warm:.0f} s")
             print(f"  ratio {throughput(compiled) / throughput(eager):.2f}x; mIoU {100 * compiled['mIoU']:.3f} vs "

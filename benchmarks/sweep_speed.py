@@ -9,8 +9,8 @@ Runs, taking turns (best of R each, so that load changes hit every variant alike
   layerseg_merge | tar -x -C DIR`: the code before a change), with torch's default OpenMP wait policy and
   with OMP_WAIT_POLICY=PASSIVE (which `layerseg sweep` now sets unless the user set it);
 * the example's former path in a fresh process (OMP_WAIT_POLICY=PASSIVE): per candidate an in-memory merge
-  and `evaluate(..., tensors=merge, batch_size=16, workers=0)`, which builds a model and decodes the images
-  for every candidate.
+  and `evaluate(..., tensors=merge)` (batches of 16, no DataLoader workers), which builds a model and decodes
+  the images for every candidate.
 It prints each figure and whether the rankings agree.
 """
 
@@ -49,6 +49,7 @@ def setting(row: dict) -> tuple:
 def example_path(recipe: Path, val: Path, budget: int | None) -> tuple[float, int]:
     """Seconds per candidate of merge + evaluate(tensors=...) with a fresh model and data per candidate."""
     from layerseg_merge.eval.evaluate import evaluate
+    from layerseg_merge.eval.options import DataOptions, InferenceOptions
     from layerseg_merge.tools.in_memory import LoadedInputs
     from layerseg_merge.tools.sweep import DEFAULT_GRID, candidates, read_recipe
 
@@ -57,8 +58,8 @@ def example_path(recipe: Path, val: Path, budget: int | None) -> tuple[float, in
     pool = candidates(DEFAULT_GRID, range(len(setup.dirs)), setup.heads, setup.buffers)[:budget]
     started = time.perf_counter()
     for candidate in pool:
-        evaluate(setup.dirs[candidate.anchor], f"folder:{val}", device="cpu", batch_size=16, workers=0,
-                 progress=False, tensors=inputs.merge(candidate))
+        evaluate(setup.dirs[candidate.anchor], DataOptions(f"folder:{val}", workers=0), "semantic",
+                 InferenceOptions(device="cpu", batch_size=16), progress=False, tensors=inputs.merge(candidate))
     return (time.perf_counter() - started) / len(pool), len(pool)
 
 

@@ -66,10 +66,12 @@ def merge(recipe: Recipe, out: str | Path, *, overwrite: bool = False, options: 
     from mergekit.merge import run_merge
 
     from layerseg_merge import METHOD_NAME
+    from layerseg_merge.eval.options import DataOptions, InferenceOptions
     from layerseg_merge.hub import is_hub_id, resolve_model_path
     from layerseg_merge.output import StagedOutput
 
     out = str(out)
+    target = DataOptions(recalibrate, limit=recalibrate_images) if recalibrate else None  # checked before the work
     config, source, recipe_file = _read(recipe, log)
     options = _options(options)
     options.apply_global_options()
@@ -79,9 +81,10 @@ def merge(recipe: Recipe, out: str | Path, *, overwrite: bool = False, options: 
     anchor_dir = resolve_model_path(anchor.path, anchor.revision) if anchor else None
     to_checkpoint = out.lower().endswith(".pth")
     if to_checkpoint:
-        from layerseg_merge.formats.mmseg import mmseg_settings
+        from layerseg_merge.models.info import ModelInfo
 
-        if anchor_dir is None or mmseg_settings(anchor_dir) is None:
+        if anchor_dir is None or not Path(anchor_dir, "config.json").is_file() or \
+                ModelInfo.from_dir(anchor_dir).mmseg is None:
             raise MergeFailed(f"{out} ends in .pth, but the anchor {anchor} is not an mmseg checkpoint; "
                               "give a folder as OUT (or anchor the merge on an imported .pth)")
     with StagedOutput(out, "file" if to_checkpoint else "dir", overwrite=overwrite, inputs=inputs,
@@ -93,8 +96,8 @@ def merge(recipe: Recipe, out: str | Path, *, overwrite: bool = False, options: 
         if recalibrate:
             from layerseg_merge.tools.recalibrate import recalibrate_directory
 
-            done = recalibrate_directory(merged, recalibrate, merged, staged.workdir("bn"),
-                                         images=recalibrate_images, device=str(options.device or "auto"))
+            done = recalibrate_directory(merged, target, merged, staged.workdir("bn"),
+                                         InferenceOptions(device=str(options.device or "auto"), batch_size=8))
             log("the merge has no BatchNorm layers: nothing to recalibrate" if done is None else
                 f"BatchNorm statistics re-estimated on {done.images} images ({done.layers} layers)")
         if to_checkpoint:

@@ -3,6 +3,7 @@
 import torch
 
 from layerseg_merge.eval.center_offset import decode
+from layerseg_merge.eval.options import DataOptions, InferenceOptions
 
 SPEC = {"type": "center_offset", "num_classes": 3, "thing_ids": [2], "offset_scale": 1.0}
 
@@ -75,7 +76,7 @@ def test_decoding_does_not_change_when_the_logits_are_rounded_to_bf16():
     try:
         for kind in counts:
             center_offset.decode = counted(kind)
-            runs[kind] = evaluate(model, data, task="panoptic", device="cpu", batch_size=16, workers=0,
+            runs[kind] = evaluate(model, DataOptions(data, workers=0), "panoptic", InferenceOptions("cpu", 16),
                                   progress=False)
     finally:
         center_offset.decode = original
@@ -92,10 +93,10 @@ def test_amp_bf16_agrees_with_float32_within_the_documented_tolerance():
     test = DEMO_ASSETS / "target_test"
     data = f"coco-panoptic:{test / 'images'},{test / 'panoptic.json'},{test / 'panoptic'}"
     model = DEMO_ASSETS / "models" / "panoptic"
-    runs = {amp: evaluate(model, data, task="panoptic", device="cpu", batch_size=16, workers=0, progress=False,
-                          amp=amp) for amp in ("off", "bf16")}
+    runs = {amp: evaluate(model, DataOptions(data, workers=0), "panoptic", InferenceOptions("cpu", 16, amp=amp),
+                          progress=False) for amp in ("off", "bf16")}
     for split in ("All", "Things", "Stuff"):
         assert abs(runs["bf16"][split]["pq"] - runs["off"][split]["pq"]) <= 0.01, split
-    semantic = {amp: evaluate(model, f"folder:{test}", device="cpu", batch_size=16, workers=0, progress=False,
-                              amp=amp)["mIoU"] for amp in ("off", "bf16")}
+    semantic = {amp: evaluate(model, DataOptions(f"folder:{test}", workers=0), "semantic",
+                              InferenceOptions("cpu", 16, amp=amp), progress=False)["mIoU"] for amp in ("off", "bf16")}
     assert abs(semantic["bf16"] - semantic["off"]) <= 0.01

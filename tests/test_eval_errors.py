@@ -84,10 +84,11 @@ def test_an_empty_dataset_is_named(tmp_path, segformers):
 
 def test_a_limit_of_zero_images_is_refused(tmp_path, segformers):
     from layerseg_merge.eval.evaluate import evaluate
+    from layerseg_merge.eval.options import DataOptions
 
     data = semantic_folder(tmp_path / "data", count=2)
     with pytest.raises(ValueError, match="a limit of 0 images leaves none to use; give at least 1"):
-        evaluate(segformers[0], f"folder:{data}", workers=0, progress=False, limit=0, device="cpu")
+        evaluate(segformers[0], DataOptions(f"folder:{data}", limit=0, workers=0), progress=False)
 
 
 class Shell:

@@ -16,6 +16,7 @@ from PIL import Image
 from layerseg_merge.eval.evaluate import evaluate
 from layerseg_merge.eval.inference import Segmenter, coco_ids
 from layerseg_merge.eval.metrics import VOID, Segment
+from layerseg_merge.eval.options import DataOptions, InferenceOptions
 from layerseg_merge.eval.preprocess import DevicePreprocessor
 from layerseg_merge.resources import DEMO_ASSETS
 
@@ -56,9 +57,10 @@ def segformer_at_half_size(tmp_path_factory):
     return path
 
 
-def both_paths(model, data, **options):
-    fast = evaluate(model, data, device="cpu", workers=0, progress=False, preprocess="device", **options)
-    slow = evaluate(model, data, device="cpu", workers=0, progress=False, preprocess="processor", **options)
+def both_paths(model, data, task="semantic", batch_size=4):
+    on = DataOptions(data, workers=0)
+    fast = evaluate(model, on, task, InferenceOptions("cpu", batch_size, preprocess="device"), progress=False)
+    slow = evaluate(model, on, task, InferenceOptions("cpu", batch_size, preprocess="processor"), progress=False)
     return fast, slow
 
 
@@ -115,7 +117,7 @@ def test_batched_slide_equals_one_crop_at_a_time(segformer_at_half_size):
     image = torch.from_numpy(np.random.default_rng(4).integers(0, 255, (3, 96, 160), dtype=np.uint8))
     logits = []
     for crops in (1, 6):
-        segmenter = Segmenter(segformer_at_half_size, device="cpu", slide=(64, 48), crops_per_forward=crops)
+        segmenter = Segmenter(segformer_at_half_size, InferenceOptions("cpu", batch_size=crops, slide=(64, 48)))
         logits.append(segmenter.logits([image], [(96, 160)]))
     torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-5)
     assert torch.equal(logits[0].argmax(1), logits[1].argmax(1))
@@ -153,11 +155,12 @@ def test_compile_falls_back_to_eager_with_a_message(tmp_path, segformer_at_half_
     monkeypatch.setattr(torch, "compile", broken)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        compiled = evaluate(segformer_at_half_size, f"folder:{data}", device="cpu", workers=0, progress=False,
-                            compile=True)
+        compiled = evaluate(segformer_at_half_size, DataOptions(f"folder:{data}", workers=0),
+                            infer=InferenceOptions("cpu", compile=True), progress=False)
     assert any("--compile: torch.compile failed (no compiler here); running eagerly" in str(w.message)
                for w in caught)
-    eager = evaluate(segformer_at_half_size, f"folder:{data}", device="cpu", workers=0, progress=False)
+    eager = evaluate(segformer_at_half_size, DataOptions(f"folder:{data}", workers=0), infer=InferenceOptions("cpu"),
+                     progress=False)
     assert compiled["mIoU"] == eager["mIoU"]
 
 
@@ -165,8 +168,9 @@ def test_compile_falls_back_to_eager_with_a_message(tmp_path, segformer_at_half_
 def test_compiled_model_gives_the_eager_argmax_on_the_demo_split():
     """Opt-in on the CPU (-m slow: compiling takes about a minute here); the GPU benchmark runs it too."""
     test, model = DEMO_ASSETS / "target_test", DEMO_ASSETS / "models" / "dacs"
-    compiled = evaluate(model, f"folder:{test}", device="cpu", workers=0, progress=False, compile=True, batch_size=16)
-    eager = evaluate(model, f"folder:{test}", device="cpu", workers=0, progress=False, batch_size=16)
+    on = DataOptions(f"folder:{test}", workers=0)
+    compiled = evaluate(model, on, infer=InferenceOptions("cpu", 16, compile=True), progress=False)
+    eager = evaluate(model, on, infer=InferenceOptions("cpu", 16), progress=False)
     assert compiled["mIoU"] == pytest.approx(eager["mIoU"], abs=1e-9)
 
 
@@ -174,17 +178,17 @@ def test_compiled_model_gives_the_eager_argmax_on_the_demo_split():
 def test_fast_path_equals_processor_path_on_cuda(tmp_path, segformer_at_half_size, mask2former_dir):
     data = cityscapes_size_folder(tmp_path / "data", count=2)
     for amp in ("off", "bf16"):
-        fast = evaluate(segformer_at_half_size, f"folder:{data}", device="cuda", workers=2, progress=False,
-                        preprocess="device", amp=amp)
-        slow = evaluate(segformer_at_half_size, f"folder:{data}", device="cuda", workers=2, progress=False,
-                        preprocess="processor", amp=amp)
+        fast = evaluate(segformer_at_half_size, DataOptions(f"folder:{data}", workers=2),
+                        infer=InferenceOptions("cuda", preprocess="device", amp=amp), progress=False)
+        slow = evaluate(segformer_at_half_size, DataOptions(f"folder:{data}", workers=2),
+                        infer=InferenceOptions("cuda", preprocess="processor", amp=amp), progress=False)
         assert abs(fast["mIoU"] - slow["mIoU"]) <= TOLERANCE, (amp, fast["mIoU"], slow["mIoU"])
     images, gt_json, pngs = coco_panoptic(tmp_path / "pan", count=6, size=(80, 48))
     spec = f"coco-panoptic:{images},{gt_json},{pngs}"
-    fast = evaluate(mask2former_dir, spec, task="panoptic", device="cuda", workers=0, progress=False,
-                    preprocess="device")
-    slow = evaluate(mask2former_dir, spec, task="panoptic", device="cuda", workers=0, progress=False,
-                    preprocess="processor")
+    fast = evaluate(mask2former_dir, DataOptions(spec, workers=0), "panoptic",
+                    InferenceOptions("cuda", preprocess="device"), progress=False)
+    slow = evaluate(mask2former_dir, DataOptions(spec, workers=0), "panoptic",
+                    InferenceOptions("cuda", preprocess="processor"), progress=False)
     assert abs(fast["All"]["pq"] - slow["All"]["pq"]) <= TOLERANCE
     shutil.rmtree(data)
     assert json.dumps(fast)  # reports stay JSON-serialisable on CUDA

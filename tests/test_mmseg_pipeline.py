@@ -115,8 +115,9 @@ def textured(height, width, seed):
 
 def segmenter_logits(model_dir, image):
     from layerseg_merge.eval.inference import Segmenter
+    from layerseg_merge.eval.options import InferenceOptions
 
-    segmenter = Segmenter(model_dir, device="cpu")
+    segmenter = Segmenter(model_dir, InferenceOptions("cpu"))
     with torch.no_grad():
         return segmenter.logits(torch.from_numpy(image).permute(2, 0, 1)[None], [image.shape[:2]])
 
@@ -333,13 +334,14 @@ def test_directories_imported_before_get_the_released_pipeline(daformer, tmp_pat
     import shutil
 
     from layerseg_merge.eval.inference import Segmenter
+    from layerseg_merge.eval.options import InferenceOptions
 
     old = tmp_path / "old"
     shutil.copytree(daformer[0], old)
     config = json.loads((old / "config.json").read_text())
     del config["layerseg_mmseg"]["test_pipeline"]
     (old / "config.json").write_text(json.dumps(config))
-    pipeline = Segmenter(old, device="cpu").mmseg_pipeline
+    pipeline = Segmenter(old, InferenceOptions("cpu")).mmseg_pipeline
     assert pipeline["img_scale"] == [1024, 512] and pipeline["keep_ratio"] and "imported before" in pipeline["source"]
 
 

@@ -38,10 +38,11 @@ def demo_recipe(tmp_path: Path, name: str) -> Path:
 def test_sweep_scores_equal_evaluating_each_merge_and_decode_the_data_once(tmp_path, monkeypatch, scenario, metric):
     from layerseg_merge.eval import images as images_module
     from layerseg_merge.eval.evaluate import evaluate
+    from layerseg_merge.eval.options import DataOptions, InferenceOptions
     from layerseg_merge.resources import DEMO_ASSETS
     from layerseg_merge.schedule import ScheduleSettings
     from layerseg_merge.tools.in_memory import Candidate, LoadedInputs
-    from layerseg_merge.tools.sweep import read_recipe, run_sweep
+    from layerseg_merge.tools.sweep import SweepOptions, read_recipe, run_sweep
 
     val = DEMO_ASSETS / "target_val"
     data = (f"coco-panoptic:{val / 'images'},{val / 'panoptic.json'},{val / 'panoptic'}" if metric == "PQ"
@@ -52,8 +53,8 @@ def test_sweep_scores_equal_evaluating_each_merge_and_decode_the_data_once(tmp_p
     monkeypatch.setattr(images_module, "_decode", lambda path, mode: reads.append(path) or decode(path, mode))
     grid = {"uniform_until": [0.0, 1.0], "anchor_max": [0.5, 1.0], "schedule": ["cosine"]}
     log = []
-    result = run_sweep(setup, data, metric=metric, grid=grid, batch_size=3, workers=0, limit=5, progress=False,
-                       log=log.append)
+    result = run_sweep(setup, DataOptions(data, limit=5, workers=0), SweepOptions(metric, grid),
+                       InferenceOptions("cpu", 3), log=log.append, progress=False)
     per_pass = 5 * (1 if metric == "PQ" else 2)  # images (+ labels; panoptic ids are read apart)
     assert len(result["candidates"]) >= 4 and len(reads) == per_pass
     assert any(line.startswith("models reused across candidates:") and "built per candidate: none" in line
@@ -62,8 +63,8 @@ def test_sweep_scores_equal_evaluating_each_merge_and_decode_the_data_once(tmp_p
     for row in result["candidates"]:
         anchor = setup.models.index(row["anchor"])
         settings = ScheduleSettings(row["uniform_until"], row["anchor_max"], row["schedule"], setup.heads)
-        report = evaluate(setup.dirs[anchor], data, task="panoptic" if metric == "PQ" else "semantic",
-                          device="cpu", batch_size=3, workers=0, progress=False, limit=5,
+        report = evaluate(setup.dirs[anchor], DataOptions(data, limit=5, workers=0),
+                          "panoptic" if metric == "PQ" else "semantic", InferenceOptions("cpu", 3), progress=False,
                           tensors=fresh.merge(Candidate(anchor, settings, setup.buffers)))
         assert row["score"] == (report["All"]["pq"] if metric == "PQ" else report["mIoU"]), row
 
@@ -75,17 +76,19 @@ def test_a_negative_cache_budget_is_refused(tmp_path):
 
 
 def test_a_cache_too_small_decodes_per_candidate_with_the_same_scores(tmp_path):
+    from layerseg_merge.eval.options import DataOptions, InferenceOptions
     from layerseg_merge.resources import DEMO_ASSETS
-    from layerseg_merge.tools.sweep import read_recipe, run_sweep
+    from layerseg_merge.tools.sweep import SweepOptions, read_recipe, run_sweep
 
     setup = read_recipe(demo_recipe(tmp_path, "miniature_different_heads"), lambda message: None)
-    options = dict(grid={"uniform_until": [0.0, 1.0], "anchor_max": [1.0], "schedule": ["linear"]}, anchors=[0],
-                   batch_size=2, workers=0, limit=4, progress=False)
-    data = f"folder:{DEMO_ASSETS / 'target_val'}"
+    grid = {"uniform_until": [0.0, 1.0], "anchor_max": [1.0], "schedule": ["linear"]}
+    on, infer = DataOptions(f"folder:{DEMO_ASSETS / 'target_val'}", limit=4, workers=0), InferenceOptions(batch_size=2)
     log = []
-    small = run_sweep(setup, data, cache_gb=1e-6, log=log.append, **options)
+    small = run_sweep(setup, on, SweepOptions(grid=grid, anchors=[0], cache_gb=1e-6), infer, log=log.append,
+                      progress=False)
     assert any("passes --cache-gb" in line for line in log), log
-    assert small["candidates"] == run_sweep(setup, data, **options)["candidates"]
+    assert small["candidates"] == run_sweep(setup, on, SweepOptions(grid=grid, anchors=[0]), infer,
+                                            progress=False)["candidates"]
 
 
 def free_port() -> int:

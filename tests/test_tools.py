@@ -100,6 +100,7 @@ def test_sweep_finds_a_known_optimum_and_never_reads_the_test_split(tmp_path, mo
     from layerseg_merge.cli.demo import recipe_for
     from layerseg_merge.eval import images as images_module
     from layerseg_merge.eval.inference import Segmenter
+    from layerseg_merge.eval.options import InferenceOptions
     from layerseg_merge.resources import DEMO_ASSETS
 
     # The demo's trained models (their predictions differ from one setting to the next). Validation
@@ -116,7 +117,7 @@ def test_sweep_finds_a_known_optimum_and_never_reads_the_test_split(tmp_path, mo
     (val / "labels").mkdir()
     for path in sorted((val / "images").glob("*.png"))[8:]:
         path.unlink()
-    segmenter = Segmenter(tmp_path / "target_model", device="cpu")
+    segmenter = Segmenter(tmp_path / "target_model", InferenceOptions("cpu"))
     for path in sorted((val / "images").glob("*.png")):
         image = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
         (prediction,) = segmenter.semantic(image[None], [tuple(image.shape[1:])])
@@ -167,6 +168,7 @@ def test_unsupervised_sweep_ranks_without_labels(tmp_path, models):
 
 def test_recalibration_equals_hand_computed_statistics(tmp_path, models):
     from layerseg_merge.eval.inference import Segmenter
+    from layerseg_merge.eval.options import InferenceOptions
 
     data = semantic_folder(tmp_path / "data", count=5, size=(48, 40))
     out = tmp_path / "recalibrated"
@@ -176,7 +178,7 @@ def test_recalibration_equals_hand_computed_statistics(tmp_path, models):
     assert "1 BatchNorm layers re-estimated on 5 images (3 batches)" in result.output
     # By hand: the BatchNorm's inputs per batch (dataset order, batches of 2), their means and unbiased
     # variances, averaged over the batches (PyTorch's cumulative average).
-    segmenter = Segmenter(models[0], device="cpu")
+    segmenter = Segmenter(models[0], InferenceOptions("cpu"))
     captured = []
     segmenter.model.decode_head.batch_norm.register_forward_hook(lambda m, args, out: captured.append(args[0]))
     paths = sorted((data / "images").rglob("*.png"))

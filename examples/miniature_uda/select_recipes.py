@@ -26,18 +26,22 @@ from scipy.stats import spearmanr
 
 from layerseg_merge.cli.demo import SCENARIOS, recipe_for
 from layerseg_merge.eval.evaluate import evaluate
+from layerseg_merge.eval.options import DataOptions, InferenceOptions
+from layerseg_merge.models.info import ModelInfo
 from layerseg_merge.schedule import ScheduleSettings
 from layerseg_merge.tools.in_memory import Candidate, LoadedInputs
 from layerseg_merge.tools.recalibrate import recalibrate_directory
-from layerseg_merge.tools.sweep import _panoptic_capable, read_recipe, run_sweep
+from layerseg_merge.tools.sweep import SweepOptions, read_recipe, run_sweep
+
+BATCHES_OF_16 = InferenceOptions(batch_size=16)
 
 
 def test_scores(model_dir: Path, test: Path, panoptic: bool, tensors=None) -> dict:
-    scores = {"mIoU": evaluate(model_dir, f"folder:{test}", batch_size=16, workers=0, progress=False,
-                               tensors=tensors)["mIoU"]}
+    scores = {"mIoU": evaluate(model_dir, DataOptions(f"folder:{test}", workers=0), "semantic", BATCHES_OF_16,
+                               progress=False, tensors=tensors)["mIoU"]}
     if panoptic:
         spec = f"coco-panoptic:{test / 'images'},{test / 'panoptic.json'},{test / 'panoptic'}"
-        scores["PQ"] = evaluate(model_dir, spec, task="panoptic", batch_size=16, workers=0, progress=False,
+        scores["PQ"] = evaluate(model_dir, DataOptions(spec, workers=0), "panoptic", BATCHES_OF_16, progress=False,
                                 tensors=tensors)["All"]["pq"]
     return scores
 
@@ -56,7 +60,7 @@ def recalibrated_scores(anchor_dir: Path, tensors, val: Path, test: Path, panopt
     scratch = work / "scratch"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
-    recalibrate_directory(merged, f"images:{val}", out, scratch, progress=False, workers=0)
+    recalibrate_directory(merged, DataOptions(f"images:{val}", workers=0), out, scratch, progress=False)
     return test_scores(out, test, panoptic)
 
 
@@ -76,14 +80,14 @@ def run(assets: Path, log=print) -> dict:
             setup = read_recipe(recipe, lambda message: None)
             panoptic = scenario == "semantic_into_panoptic"
             metric = "PQ" if panoptic else "mIoU"
-            anchors = [i for i, d in enumerate(setup.dirs) if not panoptic or _panoptic_capable(d)]
+            anchors = [i for i, d in enumerate(setup.dirs) if not panoptic or ModelInfo.from_dir(d).gives_panoptic]
             spec = (f"coco-panoptic:{val / 'images'},{val / 'panoptic.json'},{val / 'panoptic'}" if panoptic
                     else f"folder:{val}")
             started = time.perf_counter()
-            labelled = run_sweep(setup, spec, metric=metric, anchors=anchors, batch_size=16, workers=0,
-                                 progress=False)
-            unlabelled = run_sweep(setup, f"images:{val}", unsupervised=True, anchors=anchors, batch_size=16,
-                                   workers=0, progress=False)
+            labelled = run_sweep(setup, DataOptions(spec, workers=0), SweepOptions(metric, anchors=anchors),
+                                 BATCHES_OF_16, progress=False)
+            unlabelled = run_sweep(setup, DataOptions(f"images:{val}", workers=0),
+                                   SweepOptions(anchors=anchors, unsupervised=True), BATCHES_OF_16, progress=False)
             inputs = LoadedInputs(setup.dirs, setup.weights)
             tested = []  # analysis only: every candidate on the test split
             for row in unlabelled["candidates"]:

@@ -69,12 +69,14 @@ def merge(recipe: dict, out: Path) -> Path:
 
 def score(model: Path, test: Path, limit: int | None, panoptic: bool) -> dict:
     from layerseg_merge.eval.evaluate import evaluate
+    from layerseg_merge.eval.options import DataOptions, InferenceOptions
 
-    row = {"mIoU": evaluate(model, f"folder:{test}", batch_size=16, workers=0, progress=False,
-                            limit=limit)["mIoU"]}
+    infer = InferenceOptions(batch_size=16)
+    row = {"mIoU": evaluate(model, DataOptions(f"folder:{test}", limit=limit, workers=0), infer=infer,
+                            progress=False)["mIoU"]}
     if panoptic:
-        report = evaluate(model, f"coco-panoptic:{test / 'images'},{test / 'panoptic.json'},{test / 'panoptic'}",
-                          task="panoptic", batch_size=16, workers=0, progress=False, limit=limit)
+        spec = f"coco-panoptic:{test / 'images'},{test / 'panoptic.json'},{test / 'panoptic'}"
+        report = evaluate(model, DataOptions(spec, limit=limit, workers=0), "panoptic", infer, progress=False)
         row["PQ"] = report["All"]["pq"]
     return row
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
+from layerseg_merge.cli.options import data_options, inference_options
 from layerseg_merge.errors import reported, writing
+from layerseg_merge.eval.options import DataOptions, InferenceOptions
 from layerseg_merge.eval.reports import bar_chart, compare, markdown, per_class_values, write_json
 
 
@@ -46,21 +48,6 @@ def _finish(report: dict, out: str | None, plot: str | None, title: str, what: s
         click.echo(f"per-class chart written to {plot}", err=True)
 
 
-def _slide(value: str | None) -> tuple[int, int] | None:
-    """``--slide CROP,STRIDE``: windows of CROP pixels every STRIDE pixels, which must not leave gaps."""
-    if value is None:
-        return None
-    try:
-        crop, stride = (int(v) for v in value.split(","))
-    except ValueError:
-        raise click.ClickException(f"--slide {value}: use CROP,STRIDE in pixels, e.g. 512,341") from None
-    if crop < 1 or stride < 1 or stride > crop:
-        raise click.ClickException(f"--slide {value}: CROP and STRIDE must be positive and STRIDE at most CROP "
-                                   "(windows of CROP pixels every STRIDE pixels; a larger stride leaves pixels out); "
-                                   "e.g. 512,341")
-    return crop, stride
-
-
 def _run(action, what: str = "evaluation"):
     with reported(what):
         return action()
@@ -68,54 +55,39 @@ def _run(action, what: str = "evaluation"):
 
 @click.command("eval")
 @click.argument("model", type=click.Path(exists=True, file_okay=False))
-@click.option("--data", required=True,
-              help="cityscapes:ROOT | cityscapes-panoptic:ROOT | acdc:ROOT[,fog|night|rain|snow...] | darkzurich:ROOT "
-              "| mapillary:ROOT | coco-panoptic:IMAGES,JSON,PNG_DIR | folder:ROOT")
-@click.option("--split", default="val", show_default=True,
-              help="for cityscapes, cityscapes-panoptic, acdc, darkzurich, mapillary; folder and coco-panoptic data "
-              "are read whole")
+@data_options("cityscapes:ROOT | cityscapes-panoptic:ROOT | acdc:ROOT[,fog|night|rain|snow...] | darkzurich:ROOT "
+              "| mapillary:ROOT | coco-panoptic:IMAGES,JSON,PNG_DIR | folder:ROOT",
+              split_help="for cityscapes, cityscapes-panoptic, acdc, darkzurich, mapillary; folder and coco-panoptic "
+              "data are read whole", workers_help="DataLoader workers decoding images")
 @click.option("--task", type=click.Choice(["semantic", "panoptic"]), default="semantic", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto = CUDA when available, else CPU")
-@click.option("--batch-size", default=4, show_default=True)
-@click.option("--amp", type=click.Choice(["bf16", "fp16", "off"]), default="off", show_default=True)
-@click.option("--slide", default=None, help="sliding-window inference CROP,STRIDE (semantic models)")
-@click.option("--workers", default=2, show_default=True, help="DataLoader workers decoding images")
-@click.option("--preprocess", type=click.Choice(["auto", "device", "processor"]), default="auto", show_default=True,
-              help="auto/device: resize and normalise on the device (SegFormer, Mask2Former, MaskFormer processors); "
-              "processor: the transformers image processor on the CPU")
-@click.option("--compile", "compile_model", is_flag=True,
-              help="torch.compile the model (one static shape per batch; falls back to eager with a message)")
+@inference_options(4, device_help="auto = CUDA when available, else CPU", tuning=True)
 @click.option("--classes", type=click.Choice(["19", "16", "13"]), default="19", show_default=True,
               help="average over the 19 Cityscapes classes, or SYNTHIA's 16 (no terrain, truck, train) or 13 (also no "
               "wall, fence, pole)")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the report JSON here")
 @click.option("--plot", type=click.Path(dir_okay=False), help="write a per-class bar chart (PNG)")
 @click.option("--card", is_flag=True, help="add the result to MODEL/README.md as Hugging Face model-index metadata")
-def eval_command(model, data, split, task, device, batch_size, amp, slide, workers, preprocess, compile_model, classes,
-                 out, plot, card) -> None:
+def eval_command(model, on: DataOptions, task, infer: InferenceOptions, classes, out, plot, card) -> None:
     """Run MODEL (a transformers directory) over a dataset and score it."""
     from layerseg_merge.eval.datasets import input_paths
     from layerseg_merge.eval.evaluate import evaluate
     from layerseg_merge.output import check_writable_file
 
-    windows = _slide(slide)
-    data_paths = input_paths(data)
+    data_paths = input_paths(on.data)
     _run(lambda: _check_outputs(out, plot, inputs=(model, *data_paths)))
     model_card = str(Path(model) / "README.md")
     if card:  # the one file of MODEL this command may write
         _run(lambda: check_writable_file(model_card, inputs=data_paths))
-    report = _run(lambda: evaluate(model, data, split=split, task=task, device=device, batch_size=batch_size,
-                                   amp=amp, slide=windows, workers=workers, preprocess=preprocess,
-                                   compile=compile_model, classes=int(classes)))
+    report = _run(lambda: evaluate(model, on, task, infer, classes=int(classes)))
     timing = report.pop("timing")
     click.echo(f"{timing['images']} images in {timing['seconds']:.1f} s on {timing['device']} "
                f"({timing['images'] / max(timing['seconds'], 1e-9):.1f} img/s; start-up before the first batch "
                f"{timing['startup_seconds']:.1f} s, not counted)", err=True)
-    _finish(report, out, plot, f"{Path(model).name} on {data}", "evaluation")
+    _finish(report, out, plot, f"{Path(model).name} on {on.data}", "evaluation")
     if card:
         from layerseg_merge.card import add_eval_result
 
-        written = _write(model_card, lambda: add_eval_result(model, report, data, split), "evaluation")
+        written = _write(model_card, lambda: add_eval_result(model, report, on.data, on.split), "evaluation")
         click.echo(f"result added to the model card {written}", err=True)
 
 

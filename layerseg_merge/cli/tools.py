@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from layerseg_merge.cli.options import data_options, gathered, inference_options
 from layerseg_merge.errors import reported
+from layerseg_merge.eval.options import DataOptions, InferenceOptions
 
 
 def _echo(message: str) -> None:
@@ -88,27 +91,37 @@ def analyze_command(models, anchor, device, out, plot) -> None:
         click.echo(f"  {where}  {values}")
 
 
+def _search(**values):
+    from layerseg_merge.tools.sweep import SweepOptions
+
+    return SweepOptions(**values)
+
+
+def _search_options():
+    """``--metric``, ``--budget``, ``--unsupervised`` and ``--cache-gb``, handed to the sweep as ``search`` (a
+    :class:`~layerseg_merge.tools.sweep.SweepOptions`; its grid and anchors come from ``--grid`` and the recipe)."""
+    return gathered("search", ("metric", "budget", "unsupervised", "cache_gb"), _search, [
+        click.option("--metric", type=click.Choice(["mIoU", "PQ"]), default="mIoU", show_default=True),
+        click.option("--budget", type=click.IntRange(min=1), default=None, help="score at most N candidates"),
+        click.option("--unsupervised", is_flag=True,
+                     help="rank without labels (entropy, agreement with the ensemble)"),
+        click.option("--cache-gb", type=click.FloatRange(min=0), default=8.0, show_default=True,
+                     help="keep the decoded validation data in memory up to this size (per process; 0: decode per "
+                     "candidate)")])
+
+
 @click.command("sweep")
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", required=True, help="the VALIDATION data: KIND:PATH as for eval (images:ROOT with "
-              "--unsupervised)")
-@click.option("--split", default="val", show_default=True)
+@data_options("the VALIDATION data: KIND:PATH as for eval (images:ROOT with --unsupervised)",
+              limit=click.option("--limit", type=int, default=None, help="use only the first N images"))
 @click.option("--grid", "grid_options", multiple=True,
               help="KEY=V1,V2 (uniform_until, anchor_max, schedule, anchor=all|model|index); repeat for more keys")
-@click.option("--metric", type=click.Choice(["mIoU", "PQ"]), default="mIoU", show_default=True)
-@click.option("--budget", type=click.IntRange(min=1), default=None, help="score at most N candidates")
-@click.option("--unsupervised", is_flag=True, help="rank without labels (entropy, agreement with the ensemble)")
+@_search_options()
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="folder for best_recipe.yaml, candidates.json / .md and candidates.png")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--workers", default=2, show_default=True)
-@click.option("--limit", type=int, default=None, help="use only the first N images")
+@inference_options(8)
 @click.option("--overwrite", is_flag=True, help="replace OUT if it holds a previous sweep's output")
-@click.option("--cache-gb", type=click.FloatRange(min=0), default=8.0, show_default=True,
-              help="keep the decoded validation data in memory up to this size (per process; 0: decode per candidate)")
-def sweep_command(recipe, data, split, grid_options, metric, budget, unsupervised, out, device, batch_size, workers,
-                  limit, overwrite, cache_gb) -> None:
+def sweep_command(recipe, on: DataOptions, grid_options, search, out, infer: InferenceOptions, overwrite) -> None:
     """Choose the anchor and schedule of RECIPE on a validation split; write the best recipe.
 
     The inputs are loaded and the validation images decoded once; each candidate is merged in memory
@@ -126,21 +139,21 @@ def sweep_command(recipe, data, split, grid_options, metric, budget, unsupervise
 
         setup = read_recipe(recipe, _echo)
         grid, anchors = parse_grid(grid_options, setup.models)
+        search = replace(search, grid=grid, anchors=anchors)
 
         def sweep(log) -> dict:
-            return run_sweep(setup, data, split, metric, grid, anchors, budget, unsupervised, device, batch_size,
-                             workers, limit, log, progress=log is _echo, cache_gb=cache_gb)
+            return run_sweep(setup, on, search, infer, log=log, progress=log is _echo)
 
         if _launch_rank() != 0:
             sweep(lambda message: None)
             return
         outputs = {"best_recipe.yaml", "candidates.json", "candidates.md", "candidates.png"}
-        with StagedOutput(out, "dir", overwrite=overwrite, inputs=[*setup.dirs, *_data_paths(data)], recipe=recipe,
+        with StagedOutput(out, "dir", overwrite=overwrite, inputs=[*setup.dirs, *_data_paths(on.data)], recipe=recipe,
                           log=_echo, replaceable=lambda p: {e.name for e in p.iterdir()} <= outputs) as staged:
             result = sweep(_echo)
             best = best_recipe(setup, result.pop("best"))
-            header = (f"# Chosen by `layerseg sweep` on {data} (split {split}) by {result['metric']}"
-                      f"{' — a label-free heuristic' if unsupervised else ''}; see candidates.md\n")
+            header = (f"# Chosen by `layerseg sweep` on {on.data} (split {on.split}) by {result['metric']}"
+                      f"{' — a label-free heuristic' if search.unsupervised else ''}; see candidates.md\n")
             (staged.staging / "best_recipe.yaml").write_text(header + yaml.safe_dump(best, sort_keys=False))
             (staged.staging / "candidates.json").write_text(json.dumps(result, indent=2) + "\n")
             (staged.staging / "candidates.md").write_text(table(result) + "\n")
@@ -154,15 +167,13 @@ def sweep_command(recipe, data, split, grid_options, metric, budget, unsupervise
 
 @click.command("recalibrate")
 @click.argument("model", type=click.Path(exists=True, file_okay=False))
-@click.option("--data", required=True, help="target images: KIND:PATH (labels are not used), e.g. images:ROOT")
-@click.option("--split", default="val", show_default=True)
+@data_options("target images: KIND:PATH (labels are not used), e.g. images:ROOT",
+              limit=click.option("--images", "limit", type=click.IntRange(min=1), default=None,
+                                 help="use the first N images (default: all)"))
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--images", type=click.IntRange(min=1), default=None, help="use the first N images (default: all)")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--batch-size", default=8, show_default=True, help="images per BatchNorm batch")
-@click.option("--workers", default=2, show_default=True)
+@inference_options(8, batch_help="images per BatchNorm batch")
 @click.option("--overwrite", is_flag=True, help="replace OUT if it holds a previous model output")
-def recalibrate_command(model, data, split, out, images, device, batch_size, workers, overwrite) -> None:
+def recalibrate_command(model, on: DataOptions, out, infer: InferenceOptions, overwrite) -> None:
     """Re-estimate MODEL's BatchNorm statistics on target images; every other tensor stays bit-identical.
 
     Under torchrun the batches are dealt to the ranks and rank 0 writes OUT (the same statistics as one
@@ -174,11 +185,10 @@ def recalibrate_command(model, data, split, out, images, device, batch_size, wor
         from layerseg_merge.tools.recalibrate import recalibrate_directory
 
         if _launch_rank() != 0:
-            recalibrate_directory(model, data, None, None, split, images, device, batch_size, workers, False)
+            recalibrate_directory(model, on, None, None, infer, progress=False)
             return
-        with StagedOutput(out, "dir", overwrite=overwrite, inputs=[model, *_data_paths(data)], log=_echo) as staged:
-            done = recalibrate_directory(model, data, staged.staging, staged.workdir(), split, images, device,
-                                         batch_size, workers)
+        with StagedOutput(out, "dir", overwrite=overwrite, inputs=[model, *_data_paths(on.data)], log=_echo) as staged:
+            done = recalibrate_directory(model, on, staged.staging, staged.workdir(), infer)
             if done is None:
                 click.echo(f"{model} has no BatchNorm layers: there is nothing to recalibrate; nothing was written",
                            err=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from layerseg_merge.eval.class_subsets import restrict_report, subset_names
 from layerseg_merge.eval.datasets import CarryErrors, collate_batch, open_dataset
 from layerseg_merge.eval.inference import Segmenter, label_to_category, pick_device
 from layerseg_merge.eval.metrics import PanopticMetric, SemanticMetric
+from layerseg_merge.eval.options import DataOptions, InferenceOptions
 
 
 def distributed_context(device: torch.device) -> tuple[int, int]:
@@ -46,11 +48,16 @@ def gather_rows(rows: torch.Tensor, positions: list[int], total: int, device: to
     return table
 
 
-def _first(dataset, count: int):
-    """The first ``count`` samples, keeping the dataset's attributes (categories, class names)."""
-    if count < 1:
-        raise ValueError(f"a limit of {count} images leaves none to use; give at least 1 (or no limit, for all)")
-    subset = torch.utils.data.Subset(dataset, range(min(count, len(dataset))))
+def open_data(on: DataOptions, task: str):
+    """The dataset ``on`` names, for ``task`` (semantic, panoptic or images), cut to its first ``on.limit`` samples
+    (keeping the dataset's attributes: categories, class names)."""
+    if not isinstance(on, DataOptions):
+        raise TypeError(f"give the data as DataOptions({on!r}) (with split, limit, workers), not a bare "
+                        f"{type(on).__name__}")
+    dataset = open_dataset(on.data, on.split, task)
+    if on.limit is None:
+        return dataset
+    subset = torch.utils.data.Subset(dataset, range(min(on.limit, len(dataset))))
     for attribute in ("categories", "class_names", "task"):
         if hasattr(dataset, attribute):
             setattr(subset, attribute, getattr(dataset, attribute))
@@ -188,31 +195,27 @@ def score_batches(segmenter: Segmenter, batches: Iterable[dict], task: str, cate
     return report, images, first
 
 
-def evaluate(model_dir: str | Path, data: str, split: str = "val", task: str = "semantic",
-             device: str = "auto", batch_size: int = 4, amp: str = "off",
-             slide: tuple[int, int] | None = None, workers: int = 2, ignore_index: int = 255,
-             progress: bool = True, limit: int | None = None, preprocess: str = "auto",
-             compile: bool = False, tensors: dict | None = None, classes: int = 19) -> dict:
-    """Score ``model_dir`` on ``data``; returns the DESIGN.md §5 report (plus ``timing``).
+def evaluate(model_dir: str | Path, on: DataOptions, task: str = "semantic",
+             infer: InferenceOptions = InferenceOptions(), *, classes: int = 19, ignore_index: int = 255,
+             progress: bool = True, tensors: dict | None = None) -> dict:
+    """Score ``model_dir`` on ``on`` as ``infer`` says; returns the DESIGN.md §5 report (plus ``timing``).
 
     ``tensors``: weights to score instead of the directory's (an in-memory merge). ``classes``: 16 or 13
     averages over SYNTHIA's subsets of the Cityscapes classes (:mod:`layerseg_merge.eval.class_subsets`).
     """
     subset_names(classes)  # a wrong value fails before the work
-    dataset = open_dataset(data, split, task)
-    if limit is not None:
-        dataset = _first(dataset, limit)
-    chosen, rank, world = join_ranks(device)
-    segmenter = Segmenter(model_dir, device=str(chosen), amp=amp, slide=slide, preprocess=preprocess,
-                          compile=compile, crops_per_forward=batch_size, tensors=tensors)
+    dataset = open_data(on, task)
+    chosen, rank, world = join_ranks(infer.device)
+    segmenter = Segmenter(model_dir, replace(infer, device=str(chosen)), tensors=tensors)
     part = shard(dataset, rank, world)
     bar = tqdm(total=len(part), desc=f"eval {Path(model_dir).name}", unit="img",
                disable=not progress or rank != 0)
     started = time.perf_counter()
     try:
-        batches = host_batches(part, batch_size, workers, segmenter.device.type == "cuda")
+        batches = host_batches(part, infer.batch_size, on.workers, segmenter.device.type == "cuda")
         report, images, first = score_batches(segmenter, batches, task, getattr(dataset, "categories", None),
-                                              ignore_index, classes, batch_size if compile else None, bar)
+                                              ignore_index, classes, infer.batch_size if infer.compile else None,
+                                              bar)
     finally:
         bar.close()
     ended = time.perf_counter()

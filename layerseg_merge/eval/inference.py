@@ -26,6 +26,7 @@ from transformers import AutoImageProcessor
 
 from layerseg_merge.eval.metrics import VOID, Segment
 from layerseg_merge.eval.mmseg_pipeline import MmsegPipeline, pipeline_settings, upsample_two_step
+from layerseg_merge.eval.options import InferenceOptions
 from layerseg_merge.eval.preprocess import DevicePreprocessor, supports
 from layerseg_merge.models.info import ModelInfo
 from layerseg_merge.models.loading import load_model
@@ -109,14 +110,17 @@ def coco_ids(segmentation: torch.Tensor, segments_info: Sequence[dict],
 class Segmenter:
     """A segmentation model from a directory, ready for batched inference on uint8 batches."""
 
-    def __init__(self, model_dir: str | Path, device: str = "auto", amp: str = "off",
-                 slide: tuple[int, int] | None = None, preprocess: str = "auto", compile: bool = False,
-                 crops_per_forward: int = 8, tensors: dict[str, torch.Tensor] | None = None):
-        """``tensors``: weights to use instead of the directory's (file names; e.g. an in-memory merge)."""
+    def __init__(self, model_dir: str | Path, infer: InferenceOptions = InferenceOptions(),
+                 tensors: dict[str, torch.Tensor] | None = None):
+        """``infer``: how to run it (``batch_size`` is also the number of sliding-window crops per forward pass);
+        ``tensors``: weights to use instead of the directory's (file names; e.g. an in-memory merge)."""
+        if not isinstance(infer, InferenceOptions):
+            raise TypeError(f"give how to infer as InferenceOptions(...), not {infer!r}")
         model_dir = Path(model_dir)
         info = ModelInfo.from_dir(model_dir)
+        slide, preprocess = infer.slide, infer.preprocess
         self.universal = info.universal
-        self.device = pick_device(device)
+        self.device = pick_device(infer.device)
         self.mmseg_pipeline = None  # DAFormer / HRDA: mmseg's test pipeline instead of the image processor
         if info.imported_heads:
             if info.mmseg_kind == "hrda" and slide is not None:
@@ -134,13 +138,11 @@ class Segmenter:
                 f"{model_dir}: no preprocessor_config.json; save the model's image processor with "
                 "save_pretrained() next to its weights")
         self.processor = AutoImageProcessor.from_pretrained(model_dir)
-        if preprocess not in ("auto", "device", "processor"):
-            raise ValueError(f"preprocess must be auto, device or processor, not {preprocess!r}")
         if preprocess == "device" and not supports(self.processor):
             raise ValueError(f"{model_dir}: {type(self.processor).__name__} cannot run on the device; use "
                              "--preprocess processor")
         self.fast = self.mmseg_pipeline is not None or (preprocess != "processor" and supports(self.processor))
-        self.amp, self.slide, self.crops_per_forward = amp, slide, max(1, crops_per_forward)
+        self.amp, self.slide, self.crops_per_forward = infer.amp, slide, infer.batch_size
         if self.mmseg_pipeline is not None:
             self.to_inputs = MmsegPipeline(self.mmseg_pipeline, self.device, resize=slide is None)
         elif self.fast:
@@ -152,7 +154,7 @@ class Segmenter:
             self.id2label = {k: v for k, v in self.id2label.items() if k < self.panoptic_head["num_classes"]}
         self.timer = ForwardTimer(self.device)
         self.forward = self.model
-        if compile:
+        if infer.compile:
             self._compile()
 
     @property

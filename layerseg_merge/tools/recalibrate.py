@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from layerseg_merge.eval.options import DataOptions, InferenceOptions
 
 BN_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -56,9 +58,9 @@ def _batch_rows(count: int, batch_size: int, rank: int, world: int) -> tuple[lis
     return batches, [i for b in batches for i in range(b * batch_size, min((b + 1) * batch_size, count))]
 
 
-def estimate(segmenter, data: str, split: str = "val", images: int | None = None, batch_size: int = 8,
-             workers: int = 2, progress: bool = True) -> Recalibrated | None:
-    """Recalibrate ``segmenter.model`` in place on up to ``images`` images of ``data``; None without BatchNorm.
+def estimate(segmenter, on: DataOptions, batch_size: int = 8, progress: bool = True) -> Recalibrated | None:
+    """Recalibrate ``segmenter.model`` in place on the images ``on`` names, ``batch_size`` per BatchNorm batch;
+    None without BatchNorm.
 
     Under torchrun (process group joined) every rank runs its share of the batches and ends with the
     same statistics.
@@ -66,15 +68,12 @@ def estimate(segmenter, data: str, split: str = "val", images: int | None = None
     import torch.distributed as dist
     from tqdm import tqdm
 
-    from layerseg_merge.eval.datasets import open_dataset
-    from layerseg_merge.eval.evaluate import _first, device_batches, gather_rows
+    from layerseg_merge.eval.evaluate import device_batches, gather_rows, open_data
 
     layers = [layer for layer in batchnorm_layers(segmenter.model) if layer.track_running_stats]
     if not layers:
         return None
-    dataset = open_dataset(data, split, "images")
-    if images is not None:
-        dataset = _first(dataset, images)
+    dataset = open_data(on, "images")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     mine, indices = _batch_rows(len(dataset), batch_size, rank, world)
     momenta = [layer.momentum for layer in layers]
@@ -90,7 +89,7 @@ def estimate(segmenter, data: str, split: str = "val", images: int | None = None
     try:
         with torch.no_grad(), tqdm(total=len(part), desc="recalibrate", unit="img",
                                    disable=not progress or rank != 0) as bar:
-            for batch in device_batches(part, segmenter.device, batch_size, workers, keys):
+            for batch in device_batches(part, segmenter.device, batch_size, on.workers, keys):
                 segmenter.model(**segmenter.inputs(batch["images"]))
                 rows.append(torch.cat([torch.cat([layer.running_mean, layer.running_var]).double()
                                        for layer in layers]))
@@ -146,12 +145,14 @@ def write_recalibrated(segmenter, model_dir: Path, out: Path, workdir: Path) -> 
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
 
 
-def recalibrate_directory(model_dir: str | Path, data: str, out_dir: Path | None, workdir: Path | None,
-                          split: str = "val", images: int | None = None, device: str = "auto", batch_size: int = 8,
-                          workers: int = 2, progress: bool = True) -> Recalibrated | None:
-    """Recalibrate the model in ``model_dir`` and write the result into ``out_dir`` (None: no BatchNorm, nothing
-    written). ``out_dir`` may be ``model_dir`` itself for a staging folder this command owns.
+def recalibrate_directory(model_dir: str | Path, on: DataOptions, out_dir: Path | None, workdir: Path | None,
+                          infer: InferenceOptions = InferenceOptions(batch_size=8),
+                          progress: bool = True) -> Recalibrated | None:
+    """Recalibrate the model in ``model_dir`` on the images ``on`` names (``infer.batch_size`` per BatchNorm batch)
+    and write the result into ``out_dir`` (None: no BatchNorm, nothing written). ``out_dir`` may be ``model_dir``
+    itself for a staging folder this command owns.
 
+    The model runs in float32 on whole images: ``infer`` with ``amp``, ``slide`` or ``compile`` is refused.
     Under torchrun every rank takes part and only the one given ``out_dir`` (rank 0) writes; the
     others pass None.
     """
@@ -159,14 +160,18 @@ def recalibrate_directory(model_dir: str | Path, data: str, out_dir: Path | None
     from layerseg_merge.eval.evaluate import join_ranks
     from layerseg_merge.eval.inference import Segmenter
 
+    if infer.amp != "off" or infer.slide is not None or infer.compile:
+        raise ValueError("recalibration runs the model in float32 on whole images: amp, slide and compile do not "
+                         "apply; leave them at off, None and False")
     model_dir = Path(model_dir)
-    chosen, _, _ = join_ranks(device)
-    segmenter = Segmenter(model_dir, device=str(chosen))
-    done = estimate(segmenter, data, split, images, batch_size, workers, progress)
+    chosen, _, _ = join_ranks(infer.device)
+    segmenter = Segmenter(model_dir, replace(infer, device=str(chosen)))
+    done = estimate(segmenter, on, infer.batch_size, progress)
     if done is None or out_dir is None:
         return done
     write_recalibrated(segmenter, model_dir, out_dir, workdir)
     config = out_dir / "config.json"
+    data, split = on.data, on.split
     data_note = json.loads(config.read_text())
     data_note["layerseg_recalibrated"] = {"data": data, "split": evaluated_split(data, split), "images": done.images,
                                           "batches": done.batches}

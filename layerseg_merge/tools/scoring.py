@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from layerseg_merge.eval.evaluate import host_batches
+from layerseg_merge.eval.options import InferenceOptions
 
 
 def _nbytes(value) -> int:
@@ -76,10 +77,11 @@ def _file_views(model: torch.nn.Module, names: set[str]) -> dict[str, torch.Tens
 
 
 class AnchorModels:
-    """One model per anchor, built once from a candidate's tensors; later candidates are copied into it."""
+    """One model per anchor (run as ``infer`` says), built once from a candidate's tensors; later candidates are
+    copied into it."""
 
-    def __init__(self, dirs: list[str], device: torch.device):
-        self.dirs, self.device = dirs, device
+    def __init__(self, dirs: list[str], infer: InferenceOptions):
+        self.dirs, self.infer = dirs, infer
         self.held: dict[int, tuple[object, dict[str, torch.Tensor]]] = {}
         self.rebuilt: set[int] = set()  # anchors whose model is built for every candidate
 
@@ -96,7 +98,7 @@ class AnchorModels:
         # The model's own copies: a tensor of the merge may be an input itself (a copied tensor), and the
         # next candidate is written into the model in place.
         owned = {name: tensor.detach().to("cpu", copy=True) for name, tensor in tensors.items()}
-        segmenter = Segmenter(self.dirs[anchor], device=str(self.device), tensors=owned)
+        segmenter = Segmenter(self.dirs[anchor], self.infer, tensors=owned)
         if anchor not in self.rebuilt:
             views = _file_views(segmenter.model, set(owned))
             same = views is not None and all(torch.equal(view.cpu(), owned[name].to(view.dtype))

@@ -14,9 +14,10 @@ import itertools
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from layerseg_merge.eval.options import DataOptions, InferenceOptions
 from layerseg_merge.models.info import ModelInfo
 from layerseg_merge.schedule import BUFFER_POLICIES, HEAD_POLICIES, SHAPES, ScheduleSettings
 from layerseg_merge.tools.in_memory import Candidate, LoadedInputs
@@ -128,33 +129,53 @@ def read_recipe(path: str | Path, log: Callable[[str], None]) -> Setup:
     return Setup(copy.deepcopy(raw), names, dirs, weights, heads, buffers, Candidate(anchor, settings, buffers))
 
 
-def run_sweep(setup: Setup, data: str, split: str = "val", metric: str = "mIoU", grid: dict | None = None,
-              anchors: Sequence[int] | None = None, budget: int | None = None, unsupervised: bool = False,
-              device: str = "auto", batch_size: int = 8, workers: int = 2, limit: int | None = None,
-              log: Callable[[str], None] = lambda message: None, progress: bool = True,
-              cache_gb: float = 8.0) -> dict:
-    """Score every candidate; return them (best first) with timings.
+@dataclass(frozen=True)
+class SweepOptions:
+    """What the sweep searches and how it ranks: ``metric`` (mIoU or PQ), the ``grid``
+    (:data:`DEFAULT_GRID` when None), the ``anchors`` (indices into the recipe's models; None: all), at most
+    ``budget`` candidates, labels or the label-free heuristic (``unsupervised``), and ``cache_gb`` GiB of decoded
+    images kept in memory (per process)."""
+
+    metric: str = "mIoU"
+    grid: dict | None = None
+    anchors: Sequence[int] | None = None
+    budget: int | None = None
+    unsupervised: bool = False
+    cache_gb: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("mIoU", "PQ"):
+            raise SweepError(f"--metric must be mIoU or PQ, not {self.metric!r}")
+        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int)
+                                        or self.budget < 1):
+            raise SweepError(f"--budget {self.budget}: score at least 1 candidate (or give no budget, for all)")
+        if not self.cache_gb >= 0:  # also refuses NaN
+            raise SweepError(f"--cache-gb must be 0 or more, not {self.cache_gb:g}")
+
+
+def run_sweep(setup: Setup, on: DataOptions, search: SweepOptions = SweepOptions(),
+              infer: InferenceOptions = InferenceOptions(batch_size=8),
+              log: Callable[[str], None] = lambda message: None, progress: bool = True) -> dict:
+    """Score every candidate of ``search`` on the validation data ``on`` (inferring as ``infer`` says); return them
+    (best first) with timings.
 
     The inputs are loaded once (onto the device), the validation batches decoded once (kept up to
-    ``cache_gb`` GiB) and one model per anchor built once. Under torchrun each rank scores its share
+    ``search.cache_gb`` GiB) and one model per anchor built once. Under torchrun each rank scores its share
     of the images and the metric states are all-reduced: every rank returns the same result.
     """
     from tqdm import tqdm
 
-    from layerseg_merge.eval.datasets import open_dataset
-    from layerseg_merge.eval.evaluate import _first, join_ranks, score_batches, shard
+    from layerseg_merge.eval.evaluate import join_ranks, open_data, score_batches, shard
     from layerseg_merge.tools.scoring import AnchorModels, CachedBatches
 
-    if metric not in ("mIoU", "PQ"):
-        raise SweepError(f"--metric must be mIoU or PQ, not {metric!r}")
-    if cache_gb < 0:
-        raise SweepError(f"--cache-gb must be 0 or more, not {cache_gb:g}")
-    chosen, rank, world = join_ranks(device)
+    metric, unsupervised, budget = search.metric, search.unsupervised, search.budget
+    chosen, rank, world = join_ranks(infer.device)
+    infer = replace(infer, device=str(chosen))
     inputs = LoadedInputs(setup.dirs, setup.weights)
     if chosen.type != "cpu":  # merge where the models live (LoadedInputs keeps what it loaded in .tensors)
         inputs.tensors = [{name: t.to(chosen) for name, t in tensors.items()} for tensors in inputs.tensors]
-    grid = grid or DEFAULT_GRID
-    anchors = list(anchors) if anchors is not None else list(range(len(setup.dirs)))
+    grid = search.grid or DEFAULT_GRID
+    anchors = list(search.anchors) if search.anchors is not None else list(range(len(setup.dirs)))
     if metric == "PQ" and not unsupervised:
         panoptic = [a for a in anchors if ModelInfo.from_dir(setup.dirs[a]).gives_panoptic]
         for skipped in sorted(set(anchors) - set(panoptic)):
@@ -170,20 +191,18 @@ def run_sweep(setup: Setup, data: str, split: str = "val", metric: str = "mIoU",
         pool = [own] + sorted(sampled, key=pool.index)
         log(f"budget {budget}: the recipe's own setting and {budget - 1} candidates drawn at random (seed 0)")
     task = "panoptic" if metric == "PQ" else "semantic"
-    dataset = open_dataset(data, split, "images" if unsupervised else task)
-    if limit is not None:
-        dataset = _first(dataset, limit)
+    dataset = open_data(on, "images" if unsupervised else task)
     positions = list(range(rank, len(dataset), world))
-    batches = CachedBatches(shard(dataset, rank, world), batch_size, workers, chosen.type == "cuda",
-                            int(cache_gb * 2**30), positions, len(dataset), log)
-    models = AnchorModels(setup.dirs, chosen)
+    batches = CachedBatches(shard(dataset, rank, world), infer.batch_size, on.workers, chosen.type == "cuda",
+                            int(search.cache_gb * 2**30), positions, len(dataset), log)
+    models = AnchorModels(setup.dirs, infer)
     ensemble = None
     if unsupervised:
         from layerseg_merge.eval.inference import Segmenter
         from layerseg_merge.tools.unsupervised import ensemble_maps, label_free_score
 
         started = time.perf_counter()
-        ensemble = ensemble_maps([Segmenter(d, device=str(chosen)) for d in setup.dirs], batches)
+        ensemble = ensemble_maps([Segmenter(d, infer) for d in setup.dirs], batches)
         log(f"ensemble of the {len(setup.dirs)} inputs on the unlabelled images: {time.perf_counter() - started:.1f} s")
     rows = []
     started = time.perf_counter()
@@ -195,14 +214,15 @@ def run_sweep(setup: Setup, data: str, split: str = "val", metric: str = "mIoU",
         if unsupervised:
             row |= label_free_score(segmenter, batches, ensemble)
         else:
-            report, _, _ = score_batches(segmenter, batches, task, getattr(dataset, "categories", None))
+            report, _, _ = score_batches(segmenter, batches, task, getattr(dataset, "categories", None),
+                                         pad_to=infer.batch_size if infer.compile else None)
             row["score"] = report["mIoU"] if task == "semantic" else report["All"]["pq"]
         rows.append((candidate, row))
     seconds = time.perf_counter() - started
     log(models.describe())
     ordered = sorted(rows, key=lambda item: -(item[1]["score"] if item[1]["score"] is not None else -1.0))
     return {"metric": "label-free score (agreement - entropy)" if unsupervised else metric,
-            "unsupervised": unsupervised, "data": data, "split": split,
+            "unsupervised": unsupervised, "data": on.data, "split": on.split,
             "seconds_per_candidate": seconds / max(len(rows), 1), "ranks": world,
             "best": ordered[0][0], "candidates": [row for _, row in ordered]}
 

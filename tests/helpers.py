@@ -168,3 +168,12 @@ def mergekit_yaml(recipe, out, *options):
     result = CliRunner().invoke(main, [str(recipe), str(out), "--no-copy-tokenizer", "--quiet", *options])
     error = "" if result.exception is None or isinstance(result.exception, SystemExit) else str(result.exception)
     return result.exit_code, f"{result.output}{error}"
+
+
+def free_port() -> int:
+    """A TCP port no one listens on now (torchrun's rendezvous; tests may run in parallel)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

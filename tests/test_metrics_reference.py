@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import free_port
 
 from layerseg_merge.eval.metrics import PanopticMetric, Segment, SemanticMetric
 
@@ -73,7 +74,7 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     assert single.returncode == 0, single.stderr[-2000:]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                             "--master-port", "29517", str(WORKER), str(tmp_path / "double.json")],
+                             "--master-port", str(free_port()), str(WORKER), str(tmp_path / "double.json")],
                             capture_output=True, text=True, env=env)
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("single.json", "double.json"))

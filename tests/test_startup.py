@@ -111,19 +111,15 @@ def test_score_and_compare_never_import_torch_mergekit_or_transformers(tmp_path)
 
 def test_import_layerseg_merge_is_cheap_and_registers_when_mergekit_loads(tmp_path, segformers):
     env = dict(os.environ, LAYERSEG_MERGE_NO_HOOK="1")  # prove the package's own lazy registration
-    script = """
+    recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
+    # ... and mergekit's Python API then merges with it, with no further import of ours.
+    script = f"""
 import sys
 import layerseg_merge
 print("mergekit" in sys.modules, "torch" in sys.modules)
 from mergekit.merge_methods import registry
-print("layerwise_seg" in {m.spec.name for m in registry.registered_methods()})
-"""
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    assert out.stdout.split() == ["False", "False", "True"], out.stderr[-2000:]
-    # ... and mergekit's Python API then merges with it, with no further import of ours.
-    recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
-    script = f"""
-import layerseg_merge, yaml
+print("layerwise_seg" in {{m.spec.name for m in registry.registered_methods()}})
+import yaml
 from mergekit.config import MergeConfiguration
 from mergekit.merge import run_merge
 from mergekit.options import MergeOptions
@@ -132,6 +128,7 @@ run_merge(config, {str(tmp_path / "out")!r}, MergeOptions(quiet=True, copy_token
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[:3] == ["False", "False", "True"], out.stdout[-2000:]
     assert (tmp_path / "out" / "model.safetensors").exists()
 
 

@@ -3,7 +3,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 from eval_data import semantic_folder
-from helpers import tensors
+from helpers import free_port, tensors
 
 from layerseg_merge.cli import main
 
@@ -89,12 +88,6 @@ def test_a_cache_too_small_decodes_per_candidate_with_the_same_scores(tmp_path):
     assert any("passes --cache-gb" in line for line in log), log
     assert small["candidates"] == run_sweep(setup, on, SweepOptions(grid=grid, anchors=[0]), infer,
                                             progress=False)["candidates"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_sweep_and_recalibrate_under_torchrun_equal_one_process(tmp_path, models):

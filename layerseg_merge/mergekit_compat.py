@@ -31,6 +31,7 @@ WORKAROUNDS: dict[str, str] = {
     "startup_hook": "0007-Add-register_architecture-and-a-mergekit.plugins-ent.patch",
     "model_card": "0008-Let-a-merge-method-write-the-model-card.patch",
     "recipe_source": "0009-Refuse-recipes-that-YAML-would-read-silently-wrong.patch",
+    "config_cache": "0014-Parse-each-input-model-s-config-once.patch",
 }
 
 _ACTIVE: list[str] = []
@@ -100,6 +101,12 @@ def _lacks_recipe_source() -> bool:
     import mergekit.config
 
     return not hasattr(mergekit.config, "load_recipe_yaml")
+
+
+def _lacks_config_cache() -> bool:
+    from mergekit.common import ModelReference
+
+    return _source_has(ModelReference.config, "AutoConfig.from_pretrained(")
 
 
 _LACKS: dict[str, Callable[[], bool]] = {name: globals()[f"_lacks_{name}"] for name in WORKAROUNDS}
@@ -217,6 +224,8 @@ def install() -> None:
         _install_recipe_source(method)
     if lacks("kernel_inputs"):
         _install_execute(method)
+    if lacks("config_cache"):
+        _install_config_cache()
 
 
 def _once(owner, attribute: str, name: str) -> bool:
@@ -247,6 +256,40 @@ def _install_hub_offline() -> None:
         return original(self, cache_dir=cache_dir, ignore_lora=ignore_lora)
 
     ModelReference.local_path = _tagged(local_path, "hub_offline")
+
+
+def _install_config_cache() -> None:
+    """mergekit 0.1.5 parses an input's config.json (``AutoConfig.from_pretrained``, several ms) on every call of
+    ``ModelReference.config``, and calls it once for each tensor a model lacks (``LoadTensor`` looks for a
+    checkpoint conversion of the model type): a merge across hosts parses the same file hundreds of times. Parse
+    each local config.json once per file state and hand out copies (callers may change them); Hub ids and
+    unreadable paths keep mergekit's own reading and messages."""
+    import copy
+    import os
+    from collections import OrderedDict
+
+    from mergekit.common import ModelReference
+
+    if not _once(ModelReference, "config", "config_cache"):
+        return
+    _mark("config_cache")
+    original = ModelReference.config
+    parsed: OrderedDict = OrderedDict()
+
+    def config(self, trust_remote_code: bool = False):
+        try:
+            stat = os.stat(os.path.join(self.model.path, "config.json"))
+        except (OSError, TypeError, ValueError):
+            return original(self, trust_remote_code=trust_remote_code)
+        key = (self, bool(trust_remote_code), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if key not in parsed:
+            parsed[key] = original(self, trust_remote_code=trust_remote_code)
+            while len(parsed) > 64:
+                parsed.popitem(last=False)
+        parsed.move_to_end(key)
+        return copy.deepcopy(parsed[key])
+
+    ModelReference.config = _tagged(config, "config_cache")
 
 
 def _install_planner_hooks(method) -> None:

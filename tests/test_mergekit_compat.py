@@ -61,6 +61,7 @@ def test_each_workaround_is_in_place_exactly_when_active():
         "kernel_inputs": ExecuteMergeMethodTask.execute,
         "model_card": mergekit.merge.generate_card,
         "recipe_source": mergekit.merge.run_merge,
+        "config_cache": ModelReference.config,
     }
     for name, function in tagged.items():
         assert (getattr(function, "_layerseg", None) == name) == lacks(name), name
@@ -77,4 +78,26 @@ def test_every_workaround_names_a_patch_of_the_series():
     upstream = Path(__file__).resolve().parents[1] / "upstream"
     patches = {p.name for p in upstream.glob("*.patch")} if upstream.is_dir() else set(WORKAROUNDS.values())
     assert set(WORKAROUNDS.values()) <= patches
-    assert len(WORKAROUNDS) == 10
+    assert len(WORKAROUNDS) == 11
+
+
+def test_an_inputs_config_is_parsed_once_per_file_state_and_handed_out_as_copies(tmp_path, monkeypatch):
+    """mergekit asks for an input's config once per tensor the input lacks; each answer is the file's."""
+    import transformers
+    from mergekit.common import ModelReference
+
+    import layerseg_merge
+
+    layerseg_merge.register()
+    transformers.SegformerConfig(num_labels=3).save_pretrained(tmp_path)
+    model = ModelReference.parse(str(tmp_path))
+    calls = []
+    parse = transformers.AutoConfig.from_pretrained
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: calls.append(a) or parse(*a, **k))
+    first = model.config()
+    first.num_labels = 7  # a caller's change stays its own
+    assert model.config().num_labels == 3
+    if lacks("config_cache"):
+        assert len(calls) == 1
+    transformers.SegformerConfig(num_labels=5).save_pretrained(tmp_path)  # a new file state
+    assert model.config().num_labels == 5

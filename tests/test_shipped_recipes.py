@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from test_recipe_checks import mergekit_yaml
+from helpers import mergekit_yaml
 
 from layerseg_merge import resources
 from layerseg_merge.cli import main
@@ -41,8 +41,8 @@ def test_a_copied_recipe_merges_from_another_directory(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["merge", "r.yaml", "m1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m1" / "model.safetensors").is_file()
-    plain = mergekit_yaml(tmp_path / "r.yaml", tmp_path / "m2")
-    assert plain.exit_code == 0, plain.output
+    code, text = mergekit_yaml(tmp_path / "r.yaml", tmp_path / "m2")
+    assert code == 0, text
     assert (tmp_path / "m2" / "model.safetensors").is_file()
 
 

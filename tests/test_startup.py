@@ -133,14 +133,27 @@ run_merge(config, {str(tmp_path / "out")!r}, MergeOptions(quiet=True, copy_token
 
 
 def test_registration_when_our_own_module_is_what_loads_mergekit():
+    """With the start-up hook and without: registered, and the workarounds installed are those mergekit needs."""
+    from layerseg_merge.mergekit_compat import WORKAROUNDS, lacks
+
     script = """
+import json
 import layerseg_merge.method  # imports mergekit half-way through its own import
 from mergekit.architecture.json_definitions import NAME_TO_ARCH
 from mergekit.merge_methods import registry
+import mergekit.merge
+from layerseg_merge.mergekit_compat import active
 print("layerwise_seg" in {m.spec.name for m in registry.registered_methods()}, "SegformerModel" in NAME_TO_ARCH)
+print(json.dumps(active()))
 """
-    for hook in ("0", "1"):
-        env = dict(os.environ, **({"LAYERSEG_MERGE_NO_HOOK": "1"} if hook == "1" else {}))
+    expected = [name for name in WORKAROUNDS if lacks(name)]
+    environment = {k: v for k, v in os.environ.items() if k != "LAYERSEG_MERGE_NO_HOOK"}
+    for hook in (True, False):
+        env = environment if hook else dict(environment, LAYERSEG_MERGE_NO_HOOK="1")
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-        assert out.stdout.split() == ["True", "True"], out.stderr[-2000:]
+        assert out.returncode == 0, out.stderr[-2000:]
+        registered, installed = out.stdout.strip().splitlines()[-2:]
+        assert registered.split() == ["True", "True"], out.stderr[-2000:]
         assert "not registered" not in out.stderr
+        # without the start-up hook the package registers itself on import: the hook is not in use
+        assert json.loads(installed) == (expected if hook else [n for n in expected if n != "startup_hook"])

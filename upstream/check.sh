@@ -75,7 +75,8 @@ from layerseg_merge.mergekit_compat import active; assert not active(), active()
 
 step "6. the plugin's tests on the patched mergekit"
 MERGEKIT_FACING="tests/test_mergekit_compat.py tests/test_merge.py tests/test_strict_recipes.py
-    tests/test_recipe_checks.py tests/test_cross_host.py tests/test_engine.py tests/test_card.py tests/test_hub.py"
+    tests/test_recipe_checks.py tests/test_cross_host.py tests/test_engine.py tests/test_card.py tests/test_hub.py
+    tests/test_startup.py"
 # shellcheck disable=SC2086  # lists of paths
 (cd "$ROOT" && in_tree patched "$PY" -m pytest -q -p no:cacheprovider ${PLUGIN_TESTS:-$MERGEKIT_FACING})
 

@@ -55,7 +55,8 @@ def selftest(pytest_args: tuple[str, ...]) -> None:
 
     Inside a clone it runs the clone's tests/, elsewhere the copy shipped in the wheel;
     extra arguments go to pytest (e.g. `layerseg selftest -x -k merge`). Slow opt-in
-    tests run with `-m slow`.
+    tests run with `-m slow`. The tests run in one process per CPU core, at most 4
+    (pytest-xdist, `-n N` to choose; `-n 0` runs them in this process).
     """
     import sys
 
@@ -67,6 +68,20 @@ def selftest(pytest_args: tuple[str, ...]) -> None:
         raise click.ClickException("pytest is not installed; install the test extra: "
                                    "pip install 'layerseg-merge[test]'") from error
     options = [] if "-m" in pytest_args else ["-m", "not slow"]
+    options += _parallel(pytest_args)
     suite = tests_dir()
     click.echo(f"running {suite}", err=True)
     sys.exit(pytest.main([str(suite), "-p", "no:cacheprovider", *options, *pytest_args]))
+
+
+def _parallel(pytest_args: tuple[str, ...]) -> list[str]:
+    """``-n N --dist worksteal`` (idle workers take queued tests from busy ones) unless the arguments
+    choose, or pytest-xdist is missing; N: the CPU cores this process may use, at most 4."""
+    import importlib.util
+    import os
+
+    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in pytest_args)
+    if chosen or importlib.util.find_spec("xdist") is None:
+        return []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return ["-n", str(min(cores, 4)), "--dist", "worksteal"] if cores > 1 else []

@@ -36,27 +36,28 @@ def hub_cache(tmp_path, segformers, monkeypatch):
     return cache
 
 
-def test_recipe_with_hub_ids_merges_from_the_cache(tmp_path, segformers, hub_cache):
+# `layerseg merge` and then the plain `mergekit-yaml` command, in one interpreter started offline
+BOTH_COMMANDS = """
+import sys
+from layerseg_merge.cli import main
+main(["merge", sys.argv[1], sys.argv[2]], standalone_mode=False)
+from mergekit.scripts.run_yaml import main as mergekit_yaml
+mergekit_yaml([sys.argv[3], sys.argv[4], "--no-copy-tokenizer", "--quiet"], standalone_mode=False)
+"""
+
+
+def test_recipe_with_hub_ids_merges_from_the_cache_with_both_commands(tmp_path, segformers, hub_cache):
     local = run_in_process(write_recipe(tmp_path / "local.yaml", segformers, segformers[0]), tmp_path / "local")
     recipe = write_recipe(tmp_path / "hub.yaml", ["org/m0", f"org/m1@{COMMITS[1]}", "org/m2"], "org/m0")
-    layerseg = [sys.executable, "-c", "from layerseg_merge.cli import main; main()"]
-    result = subprocess.run([*layerseg, "merge", str(recipe), str(tmp_path / "merged")], capture_output=True,
-                            text=True, env=dict(os.environ))
+    plain = write_recipe(tmp_path / "plain.yaml", ["org/m0", "org/m1"], "org/m0")
+    result = subprocess.run([sys.executable, "-c", BOTH_COMMANDS, str(recipe), str(tmp_path / "merged"), str(plain),
+                             str(tmp_path / "out")], capture_output=True, text=True, env=dict(os.environ))
     assert result.returncode == 0, result.stderr[-3000:]
     want, got = tensors(local), tensors(tmp_path / "merged")
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
     metadata, _ = front_matter((tmp_path / "merged" / "README.md").read_text())
     assert metadata["base_model"] == ["org/m0", "org/m1", "org/m2"]
-
-
-def test_plain_mergekit_yaml_resolves_hub_ids_offline(tmp_path, hub_cache):
-    from test_merge import MERGEKIT_YAML
-
-    recipe = write_recipe(tmp_path / "hub.yaml", ["org/m0", "org/m1"], "org/m0")
-    result = subprocess.run([MERGEKIT_YAML, str(recipe), str(tmp_path / "out"), "--no-copy-tokenizer"],
-                            capture_output=True, text=True, env=dict(os.environ))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "out" / "model.safetensors").exists()
+    assert (tmp_path / "out" / "model.safetensors").exists()  # the plain mergekit-yaml resolved them too
 
 
 def test_uncached_model_offline_is_a_clear_error(tmp_path, segformers, hub_cache):

@@ -131,7 +131,7 @@ class Segmenter:
                                  "(layerseg_mmseg.test_pipeline in config.json), not an image processor; drop "
                                  "--preprocess processor")
         self.model = load_model(model_dir, tensors, info).to(self.device)
-        if info.imported_heads:
+        if info.imported_heads:  # after the load, which refuses an EDAPS model with its own message
             self.mmseg_pipeline = pipeline_settings(info.mmseg, str(model_dir / "config.json"))
         if not (model_dir / "preprocessor_config.json").exists():
             raise FileNotFoundError(

@@ -117,6 +117,9 @@ def coefficients(
     check_weights(weights)
     if len(weights) == 1:
         return [1.0]
+    if not math.isfinite(sum(weights)):  # finite weights whose sum overflows: only their ratios matter
+        largest = max(weights)
+        weights = [w / largest for w in weights]
     total = float(sum(weights))
     others = total - weights[anchor_index]
     if others == 0.0:

@@ -158,3 +158,13 @@ def test_plain_mergekit_yaml_refuses_an_alias_bomb_before_validating_it(tmp_path
     # ours (stock mergekit) says "values", the upstream patch "YAML nodes"
     assert code != 0 and "expands to more than 100000" in text
     assert not (tmp_path / "out").exists()
+
+
+def test_weights_whose_sum_overflows_merge_as_equal_weights(tmp_path, segformers):
+    """Weights 1e308, 1e308 are finite and equal: the merge is that of weights 1, 1 (was all zeros)."""
+    from layerseg_merge import merge_in_memory
+
+    huge = merge_in_memory(write_recipe(tmp_path / "huge.yaml", segformers[:2], segformers[0], [1e308, 1e308]))
+    ones = merge_in_memory(write_recipe(tmp_path / "ones.yaml", segformers[:2], segformers[0], [1.0, 1.0]))
+    assert huge.keys() == ones.keys()
+    assert all(torch.equal(huge[name], ones[name]) for name in ones)

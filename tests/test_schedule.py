@@ -65,3 +65,13 @@ def test_negative_weight_and_missing_depth_are_refused():
         coefficients([1.0, -1.0], 0, "backbone", 0.2, ScheduleSettings())
     with pytest.raises(ValueError, match="depth must lie in"):
         coefficients([1.0, 1.0], 0, "backbone", None, ScheduleSettings())
+
+
+@pytest.mark.parametrize("role,depth", [("backbone", 0.2), ("backbone", 0.8), ("head", None)])
+@pytest.mark.parametrize("heads", ["anchor", "schedule", "uniform"])
+def test_weights_whose_sum_overflows_weigh_as_their_ratios(role, depth, heads):
+    """Two weights of 1e308 sum to infinity: they still mean 'equal weights', as 1, 1 do."""
+    s = ScheduleSettings(uniform_until=0.5, anchor_max=0.9, heads=heads)
+    assert coefficients([1e308, 1e308], 0, role, depth, s) == coefficients([1.0, 1.0], 0, role, depth, s)
+    assert coefficients([1e308, 5e307, 5e307], 1, role, depth, s) == pytest.approx(
+        coefficients([2.0, 1.0, 1.0], 1, role, depth, s))

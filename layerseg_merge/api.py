@@ -125,6 +125,7 @@ def merge_in_memory(recipe: Recipe, options: MergeOptions | None = None,
     from mergekit.plan import MergePlanner
 
     from layerseg_merge import mergekit_compat
+    from layerseg_merge.method import checked_out_cast
 
     config, _, _ = _read(recipe, log)
     options = _options(options)
@@ -141,5 +142,7 @@ def merge_in_memory(recipe: Recipe, options: MergeOptions | None = None,
         weight = weights.get(task)
         if weight is not None and value is not None:
             dtype = (weight.force_dtype or config.out_dtype) if cast else None
-            merged[weight.name] = value.to(dtype_from_name(dtype)) if dtype else value
+            if dtype:  # as mergekit's in-memory output task would, overflows refused
+                value = checked_out_cast(task, value, dtype, weight.name).to(dtype_from_name(dtype))
+            merged[weight.name] = value
     return merged

@@ -32,6 +32,7 @@ WORKAROUNDS: dict[str, str] = {
     "model_card": "0008-Let-a-merge-method-write-the-model-card.patch",
     "recipe_source": "0009-Refuse-recipes-that-YAML-would-read-silently-wrong.patch",
     "config_cache": "0014-Parse-each-input-model-s-config-once.patch",
+    "out_dtype_check": "0016-Refuse-an-out_dtype-cast-that-overflows.patch",
 }
 
 _ACTIVE: list[str] = []
@@ -107,6 +108,30 @@ def _lacks_config_cache() -> bool:
     from mergekit.common import ModelReference
 
     return _source_has(ModelReference.config, "AutoConfig.from_pretrained(")
+
+
+def _lacks_out_dtype_check() -> bool:
+    """Behaviour, not source: does mergekit's in-memory output task refuse a float cast that overflows?"""
+    import torch
+    from mergekit.architecture import WeightInfo
+    from mergekit.graph import Task
+    from mergekit.io.tasks import ReturnTensor
+
+    class Constant(Task[torch.Tensor]):
+        def arguments(self) -> dict:
+            return {}
+
+        def execute(self) -> torch.Tensor:
+            return torch.tensor([1e6])
+
+    try:
+        task = ReturnTensor(weight_info=WeightInfo(name="probe"), tensor_task=Constant(), dtype="float16")
+        value = task.execute(tensor=torch.tensor([1e6]))
+    except ValueError:
+        return False  # refused, as it should
+    except Exception:  # noqa: BLE001 (this mergekit cannot even build the probe: it lacks the check)
+        return True
+    return not bool(torch.isfinite(value).all())
 
 
 _LACKS: dict[str, Callable[[], bool]] = {name: globals()[f"_lacks_{name}"] for name in WORKAROUNDS}
@@ -226,6 +251,8 @@ def install() -> None:
         _install_execute(method)
     if lacks("config_cache"):
         _install_config_cache()
+    if lacks("out_dtype_check"):
+        _install_out_dtype_check(method)
 
 
 def _once(owner, attribute: str, name: str) -> bool:
@@ -412,3 +439,25 @@ def _install_execute(method) -> None:
         return method.anchor_dtype_result(self, screened, original(self, screened, **kwargs))
 
     ExecuteMergeMethodTask.execute = _tagged(execute, "kernel_inputs")
+
+
+def _install_out_dtype_check(method) -> None:
+    """mergekit 0.1.5 casts each written tensor to the recipe's ``out_dtype`` without looking: a finite value beyond
+    the dtype's range is written as infinity. Refuse that for ``layerwise_seg`` tensors, where the cast happens (the
+    writer's and the in-memory output tasks): they hold the producing task and the dtype, so the check needs no
+    state of the merge and holds in the worker threads of ``--multi-gpu`` too."""
+    from mergekit.io.tasks import ReturnTensor, SaveTensor
+
+    for task_class, argument in ((SaveTensor, "tensor"), (ReturnTensor, "tensor")):
+        if not _once(task_class, "execute", "out_dtype_check"):
+            continue
+        _mark("out_dtype_check")
+        original = task_class.execute
+
+        def execute(self, *args, _original=original, _argument=argument, **kwargs):
+            name = getattr(self, "tensor_name", None) or self.weight_info.name
+            if _argument in kwargs:
+                kwargs[_argument] = method.checked_out_cast(self.tensor_task, kwargs[_argument], self.dtype, name)
+            return _original(self, *args, **kwargs)
+
+        task_class.execute = _tagged(execute, "out_dtype_check")

@@ -43,7 +43,14 @@ from layerseg_merge.schedule import (
     check_unit_interval,
     check_weight,
 )
-from layerseg_merge.tensor_merge import NonFiniteTensor, cast_checked, merge_tensor, running_mean_name  # noqa: F401 (re-exported)
+from layerseg_merge.tensor_merge import (  # noqa: F401 (running_mean_name re-exported)
+    NonFiniteOutput,
+    NonFiniteTensor,
+    cast_checked,
+    is_finite,
+    merge_tensor,
+    running_mean_name,
+)
 from layerseg_merge.tensor_plan import TensorPlan, plan_tensor
 
 LOG = logging.getLogger(__name__)
@@ -84,19 +91,35 @@ def layerwise_seg_kernel(
     entries = group.entries
     settings = ScheduleSettings(uniform_until, anchor_max, schedule, heads)
     anchor = next(i for i, e in enumerate(entries) if e.is_base)
-    plan = plan_tensor([model_layout(e.id) for e in entries], anchor, group.metadata.name,
-                       [weight[e.id] for e in entries], settings)
+    layouts = [model_layout(e.id) for e in entries]
+    plan = plan_tensor(layouts, anchor, group.metadata.name, [weight[e.id] for e in entries], settings)
     members = [entries[i] for i in plan.members]
     means = None
     if buffers == "pooled" and plan.info.name.endswith("running_var"):
         means = mergekit_compat.running_means(group, members, list(plan.names))
-    merged = merge_tensor([e.tensor for e in members], plan.coefficients, plan.anchor_position, plan.info.name,
-                          buffers, means, labels=[str(e.id) for e in members])
+    try:
+        merged = merge_tensor([e.tensor for e in members], plan.coefficients, plan.anchor_position, plan.info.name,
+                              buffers, means, labels=[str(e.id) for e in members])
+    except NonFiniteTensor as error:
+        index, name = plan.members[error.index], plan.names[error.index]
+        raise _cast_or_model(entries[index].id, name, entries[index].tensor.dtype,
+                             layouts[index].tensors[name].dtype) or error from None
     # the common dtype mergekit promoted the inputs to
-    result = cast_checked(merged, group.base.tensor.dtype, plan.info.name, "the dtype of the inputs as loaded")
-    if not mergekit_compat.lacks("kernel_inputs"):  # else the execute wrapper checks it
-        _check_out_dtype(result, plan.info.name)
-    return result
+    return cast_checked(merged, group.base.tensor.dtype, plan.info.name, "the dtype of the inputs as loaded")
+
+
+def _cast_or_model(model: ModelReference, name: str, loaded: torch.dtype, stored: torch.dtype
+                   ) -> NonFiniteOutput | None:
+    """An input that is not finite as loaded: the recipe's ``dtype:`` cast overflowed it where it is finite as
+    stored (an error saying so), else None (the model holds NaN or infinity: the kernel's own message)."""
+    if loaded == stored:
+        return None
+    from mergekit.io.tasks import LoaderCache
+
+    if not is_finite(LoaderCache().get(model).get_tensor(name, device="cpu")):
+        return None
+    return NonFiniteOutput(f"tensor {name!r} of model {model} overflows {loaded} (the recipe's dtype) although it is "
+                           f"finite as stored ({stored}); merge in a wider dtype (recipe `dtype: float32`)")
 
 
 class LayerwiseSegMerge(FunctionalGroupMergeMethod):
@@ -189,10 +212,11 @@ def _screen_inputs(task, tensors: dict) -> dict | torch.Tensor:
 @dataclass
 class MergeRecord:
     """What one ``layerwise_seg`` merge planned, for its model card: the output folder and, per output
-    tensor, (role, depth, {model: coefficient}) as :func:`plan_tensor` gives them to the kernel."""
+    tensor, (role, depth, {model: coefficient}) as :func:`plan_tensor` gives them to the kernel.
 
-    dtype: str | None = None  # the recipe's `dtype:` and `out_dtype:`
-    out_dtype: str | None = None
+    It is made and read while mergekit plans and writes (the planning thread); kernels never read it, so
+    they need no state of the merge, whichever thread mergekit's executor runs them in."""
+
     out_path: str | None = None
     coefficients: dict[str, tuple[str, float | None, dict[str, float]]] = field(default_factory=dict)
 
@@ -232,7 +256,7 @@ def begin_merge(config) -> list[str]:
     extra = getattr(config, "model_extra", None)  # unknown top-level keys, where mergekit keeps them
     if extra:
         _check_top_level(dict(extra), "recipe")
-    _RECORD.set(MergeRecord(config.dtype, config.out_dtype))
+    _RECORD.set(MergeRecord())
     if config.base_model is not None and not _REPLANNING.get():
         warn_unmatched_filters(config, list(model_layout(config.base_model).tensors))
     return []
@@ -280,25 +304,27 @@ def check_output_inputs(out_path: str, config) -> None:
         raise RecipeError(str(error)) from None
 
 
-def _check_out_dtype(result: torch.Tensor, name: str) -> None:
-    """mergekit's writer casts to the recipe's ``out_dtype``: refuse a value that overflows it."""
-    from mergekit.common import dtype_from_name
-
-    record = _RECORD.get() or MergeRecord()
-    if record.out_dtype and result.is_floating_point():
-        cast_checked(result, dtype_from_name(record.out_dtype), name, "the recipe's out_dtype")
-
-
 def anchor_dtype_result(task, screened: dict, result: torch.Tensor | None) -> torch.Tensor | None:
     """A merged tensor in the anchor's dtype as loaded: its stored dtype, or the recipe's ``dtype:`` (mergekit
     casts every input to it), not the dtype mergekit promotes mixed inputs to for the arithmetic."""
     anchor = screened.get(task.base_model)
     if result is not None and anchor is not None and result.is_floating_point():
-        record = _RECORD.get() or MergeRecord()
-        why = f"the recipe's dtype {record.dtype}" if record.dtype else "the anchor's stored dtype"
+        dtype = getattr(task.gather_tensors, "dtype", None)
+        why = f"the recipe's dtype {dtype}" if dtype else "the anchor's stored dtype"
         result = cast_checked(result, anchor.dtype, task.output_weight.name, why)
-        _check_out_dtype(result, task.output_weight.name)
     return result
+
+
+def checked_out_cast(producer, tensor: torch.Tensor | None, dtype: str | None, name: str) -> torch.Tensor | None:
+    """A ``layerwise_seg`` float tensor cast to the recipe's ``out_dtype`` (``dtype``), refused where the cast
+    overflows; every other tensor as it is (mergekit casts it). ``producer`` is the task that made it: all this
+    needs is in mergekit's tasks, so it holds under every executor, whichever thread it runs in."""
+    if tensor is None or not dtype or getattr(producer, "method_name", None) != METHOD_NAME \
+            or not tensor.is_floating_point():
+        return tensor
+    from mergekit.common import dtype_from_name
+
+    return cast_checked(tensor, dtype_from_name(dtype), name, "the recipe's out_dtype")
 
 
 def register_method() -> None:

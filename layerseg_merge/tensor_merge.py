@@ -13,7 +13,11 @@ class NonFiniteOutput(ValueError):
 
 
 class NonFiniteTensor(ValueError):
-    """An input tensor with NaN or infinite values that would reach the merged tensor."""
+    """An input tensor with NaN or infinite values that would reach the merged tensor (``index``: which input)."""
+
+    def __init__(self, message: str, index: int):
+        super().__init__(message)
+        self.index = index
 
 
 def is_finite(tensor: torch.Tensor) -> bool:
@@ -79,11 +83,11 @@ def _explain_non_finite(values, means, used, name: str, labels: Sequence[str], d
         if used[index] and not is_finite(value):
             raise NonFiniteTensor(f"tensor {name!r} of model {labels[index]} holds NaN or infinite values; "
                                   "layerwise_seg does not merge them: fix or re-export that model, or leave it out "
-                                  "of the recipe")
+                                  "of the recipe", index)
         if used[index] and means is not None and not is_finite(means[index]):
             raise NonFiniteTensor(f"tensor {running_mean_name(name)!r} of model {labels[index]} holds NaN or "
                                   "infinite values; layerwise_seg does not merge them: fix or re-export that model, "
-                                  "or leave it out of the recipe")
+                                  "or leave it out of the recipe", index)
     what = "the pooled BatchNorm variance" if name.endswith("running_var") else "the weighted sum"
     raise NonFiniteOutput(f"merged tensor {name!r} is not finite: {what} overflows {dtype} although every "
                           "input is finite; use smaller weights, or buffers: anchor for BatchNorm statistics")

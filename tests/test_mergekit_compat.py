@@ -21,6 +21,7 @@ def test_each_workaround_is_in_place_exactly_when_active():
     import mergekit.merge
     from mergekit.architecture import arch_info_for_config
     from mergekit.common import ModelReference
+    from mergekit.io.tasks import SaveTensor
     from mergekit.merge_methods import registry
     from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
     from mergekit.plan import MergePlanner
@@ -37,6 +38,7 @@ def test_each_workaround_is_in_place_exactly_when_active():
         "model_card": mergekit.merge.generate_card,
         "recipe_source": mergekit.merge.run_merge,
         "config_cache": ModelReference.config,
+        "out_dtype_check": SaveTensor.execute,
     }
     for name, function in tagged.items():
         assert (getattr(function, "_layerseg", None) == name) == lacks(name), name
@@ -53,7 +55,7 @@ def test_every_workaround_names_a_patch_of_the_series():
     upstream = Path(__file__).resolve().parents[1] / "upstream"
     patches = {p.name for p in upstream.glob("*.patch")} if upstream.is_dir() else set(WORKAROUNDS.values())
     assert set(WORKAROUNDS.values()) <= patches
-    assert len(WORKAROUNDS) == 11
+    assert len(WORKAROUNDS) == 12
 
 
 def test_an_inputs_config_is_parsed_once_per_file_state_and_handed_out_as_copies(tmp_path, monkeypatch):

@@ -149,3 +149,73 @@ def test_an_overflow_in_the_anchors_float16_is_named(tmp_path, segformers):
     assert not (tmp_path / "out").exists()
     recipe = write_recipe(tmp_path / "r32.yaml", models, models[0], heads="uniform", buffers="anchor")
     assert merge(recipe, tmp_path / "anchor_buffers").exit_code == 0
+
+
+def _large_models(tmp_path, segformers, value=1e6):
+    """Copies of two tiny SegFormers whose first patch embedding holds ``value`` (finite in float32, beyond
+    float16's 65504)."""
+    models = []
+    for index in range(2):
+        folder = tmp_path / f"large{index}"
+        shutil.copytree(segformers[index], folder)
+        state = tensors(folder)
+        name = next(n for n in state if n.endswith("patch_embeddings.0.proj.weight"))
+        state[name].view(-1)[0] = value
+        (folder / "model.safetensors").unlink()
+        save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+        models.append(folder)
+    return models, name
+
+
+class _KernelsInAThread:
+    """mergekit's Executor driven from a worker thread, as its --multi-gpu executor runs kernels: the thread
+    starts with an empty contextvars context."""
+
+    def __init__(self, executor_class):
+        self.executor_class = executor_class
+
+    def __call__(self, *args, **kwargs):
+        import concurrent.futures
+
+        executor = self.executor_class(*args, **kwargs)
+        run = executor.run
+
+        def in_thread(quiet=False):
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                yield from pool.submit(lambda: list(run(quiet=quiet))).result()
+
+        executor.run = in_thread
+        return executor
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_an_out_dtype_that_overflows_is_refused_under_every_executor(tmp_path, segformers, monkeypatch, threaded):
+    import mergekit.merge
+
+    models, name = _large_models(tmp_path, segformers)
+    if threaded:
+        monkeypatch.setattr(mergekit.merge, "Executor", _KernelsInAThread(mergekit.merge.Executor))
+    recipe = edited(write_recipe(tmp_path / "r.yaml", models, models[0]), lambda r: r.update(out_dtype="float16"))
+    with pytest.raises(ValueError) as error:
+        run_in_process(recipe, tmp_path / "out")
+    assert f"merged tensor {name!r} overflows torch.float16 (the recipe's out_dtype)" in str(error.value)
+    line = assert_one_line_error(merge(recipe, tmp_path / "out2"), f"merged tensor {name!r} overflows torch.float16")
+    assert "out_dtype: float32" in line
+    assert not (tmp_path / "out2").exists()
+    from layerseg_merge import merge_in_memory
+
+    with pytest.raises(ValueError, match=f"merged tensor {name!r} overflows torch.float16 .the recipe's out_dtype"):
+        merge_in_memory(recipe)
+
+
+def test_a_recipe_dtype_that_overflows_an_input_is_named_as_the_cast(tmp_path, segformers):
+    """`dtype: float16` makes mergekit cast each input: a finite float32 input that overflows is the cast's fault,
+    not the model's."""
+    models, name = _large_models(tmp_path, segformers)
+    recipe = edited(write_recipe(tmp_path / "r.yaml", models, models[0]), lambda r: r.update(dtype="float16"))
+    line = assert_one_line_error(merge(recipe, tmp_path / "out"), f"tensor {name!r} of model {models[0]}",
+                                 "overflows torch.float16 (the recipe's dtype)", "finite as stored (torch.float32)",
+                                 "dtype: float32")
+    assert "holds NaN" not in line
+    with pytest.raises(ValueError, match="overflows torch.float16"):
+        run_in_process(recipe, tmp_path / "out2")

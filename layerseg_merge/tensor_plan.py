@@ -21,12 +21,15 @@ The rules (README "Across hosts and tasks", DESIGN §3):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 from layerseg_merge.architectures.layout import IncompatibleModels, ModelLayout, TensorInfo
 from layerseg_merge.schedule import ScheduleSettings, coefficients
+
+LOG = logging.getLogger("layerseg_merge.method")  # the method's warnings, under one logger name
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,12 @@ def _twins(anchor: ModelLayout, other: ModelLayout, info: TensorInfo, heads: str
     if info.role == "head" and heads != "anchor" and other.counterpart(info) is not None:
         _check_labels(anchor, other)
     twin = None
-    for sibling in _modules(anchor)[_module(info.name)]:
+    siblings = _modules(anchor)[_module(info.name)]
+    for sibling in siblings:
         counterpart = other.counterpart(sibling)
         if counterpart is None:
+            if info.role == "head" and heads != "anchor":
+                _warn_left_out(anchor, other, _module(info.name), heads)
             return None
         if counterpart.shape != sibling.shape:
             if info.role == "head" and heads == "anchor":
@@ -84,6 +90,20 @@ def _twins(anchor: ModelLayout, other: ModelLayout, info: TensorInfo, heads: str
         if sibling.name == info.name:
             twin = counterpart
     return twin
+
+
+@lru_cache(maxsize=1024)
+def _warn_left_out(anchor: ModelLayout, other: ModelLayout, module: str, heads: str) -> None:
+    """Warn (once per model and module) that ``other`` is left out of a head module it holds in part, or lacks
+    although it has the anchor's host: a head of another host is left out as a matter of course."""
+    siblings = _modules(anchor)[module]
+    missing = [sibling.name for sibling in siblings if other.counterpart(sibling) is None]
+    if other.architecture != anchor.architecture and len(missing) == len(siblings):
+        return
+    LOG.warning(f"layerwise_seg: model {other.path} lacks {', '.join(missing[:3])}"
+                f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''} of the anchor's head module "
+                f"{module!r}, so it is left out of that module (heads: {heads}); the module merges the other "
+                "models only")
 
 
 def _check_labels(anchor: ModelLayout, other: ModelLayout) -> None:

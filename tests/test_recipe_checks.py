@@ -168,3 +168,30 @@ def test_weights_whose_sum_overflows_merge_as_equal_weights(tmp_path, segformers
     ones = merge_in_memory(write_recipe(tmp_path / "ones.yaml", segformers[:2], segformers[0], [1.0, 1.0]))
     assert huge.keys() == ones.keys()
     assert all(torch.equal(huge[name], ones[name]) for name in ones)
+
+
+@pytest.mark.parametrize("heads,warned", [("uniform", True), ("schedule", True), ("anchor", False)])
+def test_a_model_left_out_of_a_head_module_is_named(tmp_path, segformers, caplog, heads, warned):
+    """An input of the anchor's host that lacks a head tensor takes no part in that module: say so, naming it."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    partial = tmp_path / "partial"
+    shutil.copytree(segformers[1], partial)
+    state = tensors(partial)
+    del state["decode_head.classifier.bias"]
+    save_file(state, partial / "model.safetensors", metadata={"format": "pt"})
+    recipe = write_recipe(tmp_path / "r.yaml", [segformers[0], partial, segformers[2]], segformers[0], heads=heads)
+    with caplog.at_level(logging.WARNING):
+        result = merge(recipe, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    message = (f"model {partial} lacks decode_head.classifier.bias of the anchor's head module 'decode_head.classifier', "
+               f"so it is left out of that module (heads: {heads})")
+    assert (message in caplog.text) == warned, caplog.text
+    assert caplog.text.count("left out of that module") == warned  # once, not per tensor of the module
+    merged = tensors(tmp_path / "out")
+    if heads == "uniform":  # the module merges the anchor and the third model only
+        expected = (tensors(segformers[0])["decode_head.classifier.weight"]
+                    + tensors(segformers[2])["decode_head.classifier.weight"]) / 2
+        assert torch.allclose(merged["decode_head.classifier.weight"], expected)

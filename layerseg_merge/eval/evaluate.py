@@ -19,11 +19,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from layerseg_merge.eval.class_alignment import align_classes
 from layerseg_merge.eval.class_subsets import restrict_report, subset_names
 from layerseg_merge.eval.datasets import CarryErrors, collate_batch, open_dataset
 from layerseg_merge.eval.inference import Segmenter, label_to_category, pick_device
 from layerseg_merge.eval.metrics import PanopticMetric, SemanticMetric
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
+from layerseg_merge.models.info import ModelInfo
 
 
 def distributed_context(device: torch.device) -> tuple[int, int]:
@@ -146,16 +148,38 @@ def _pad_batch(images, size: int):
     return images
 
 
+def _looked_up(table: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``table[values]``; values beyond the table (bad labels) stay as they are, for the metric to name."""
+    if values.dtype == torch.uint8 and len(table) >= 256:
+        return table[values.long()]
+    inside = (values >= 0) & (values < len(table))
+    return torch.where(inside, table[values.clamp(0, len(table) - 1).long()].to(values.dtype), values)
+
+
+def check_classes(info: ModelInfo, dataset, task: str, model: str) -> None:
+    """Refuse, before any work, a model whose classes do not line up with the dataset's by name
+    (:func:`layerseg_merge.eval.class_alignment.align_classes`)."""
+    if task == "semantic":
+        align_classes(info.labels, getattr(dataset, "class_names", None), f"the model {model}", "the dataset")
+    elif task == "panoptic" and info.gives_panoptic:  # (a semantic model is refused as such by the Segmenter)
+        label_to_category(dict(enumerate(info.labels)), dataset.categories)
+
+
 def score_batches(segmenter: Segmenter, batches: Iterable[dict], task: str, categories: dict | None = None,
                   ignore_index: int = 255, classes: int = 19, pad_to: int | None = None,
-                  bar=None) -> tuple[dict, int, float | None]:
+                  bar=None, class_names: list[str] | None = None) -> tuple[dict, int, float | None]:
     """``segmenter`` over host ``batches`` (moved to its device here), scored; the metric is all-reduced over
     ranks. Returns the report, the images this rank scored and when its first batch arrived.
 
-    ``categories``: the dataset's (panoptic); ``pad_to``: the batch size a compiled model expects.
+    ``categories``: the dataset's (panoptic); ``class_names``: the dataset's, in label order (semantic; the
+    model's classes are matched to them by name, :mod:`layerseg_merge.eval.class_alignment`); ``pad_to``: the
+    batch size a compiled model expects.
     """
     if task == "semantic":
-        num_classes = len(segmenter.id2label)
+        alignment = align_classes([segmenter.id2label[i] for i in range(len(segmenter.id2label))], class_names,
+                                  f"the model {segmenter.model_dir}", "the dataset")
+        tables = alignment.tables(ignore_index, segmenter.device)
+        num_classes = len(alignment.names)
         metric = SemanticMetric(num_classes, ignore_index)
     else:
         segmenter.require_panoptic()
@@ -175,6 +199,8 @@ def score_batches(segmenter: Segmenter, batches: Iterable[dict], task: str, cate
         if task == "semantic":
             predictions = segmenter.semantic(pictures, sizes)[:count]
             for name, prediction, label in zip(batch["names"], predictions, targets):
+                if tables is not None:  # the model's and the dataset's classes, matched by name
+                    label, prediction = _looked_up(tables[0], label), tables[1][prediction]
                 if num_classes < 255:  # smaller maps take the metric's fastest path
                     prediction = prediction.to(torch.uint8)
                 metric.update(prediction, label, name=name, defer=True)
@@ -189,7 +215,10 @@ def score_batches(segmenter: Segmenter, batches: Iterable[dict], task: str, cate
             bar.set_postfix(img_s=f"{images / (time.perf_counter() - first):.1f}")
     metric.reduce(segmenter.device)
     if task == "semantic":
-        report = restrict_report(metric.compute([segmenter.id2label[i] for i in range(num_classes)]), classes)
+        report = metric.compute(alignment.names)
+        if not alignment.identity:
+            report["class_alignment"] = alignment.note
+        report = restrict_report(report, classes)
     else:
         report = restrict_report(metric.compute(), classes, categories)
     return report, images, first
@@ -205,6 +234,7 @@ def evaluate(model_dir: str | Path, on: DataOptions, task: str = "semantic",
     """
     subset_names(classes)  # a wrong value fails before the work
     dataset = open_data(on, task)
+    check_classes(ModelInfo.from_dir(model_dir), dataset, task, str(model_dir))
     chosen, rank, world = join_ranks(infer.device)
     segmenter = Segmenter(model_dir, replace(infer, device=str(chosen)), tensors=tensors)
     part = shard(dataset, rank, world)
@@ -215,7 +245,7 @@ def evaluate(model_dir: str | Path, on: DataOptions, task: str = "semantic",
         batches = host_batches(part, infer.batch_size, on.workers, segmenter.device.type == "cuda")
         report, images, first = score_batches(segmenter, batches, task, getattr(dataset, "categories", None),
                                               ignore_index, classes, infer.batch_size if infer.compile else None,
-                                              bar)
+                                              bar, getattr(dataset, "class_names", None))
     finally:
         bar.close()
     ended = time.perf_counter()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoImageProcessor
 
+from layerseg_merge.eval.class_alignment import ClassMismatch, align_classes, normalised
 from layerseg_merge.eval.metrics import VOID, Segment
 from layerseg_merge.eval.mmseg_pipeline import MmsegPipeline, pipeline_settings, upsample_two_step
 from layerseg_merge.eval.options import InferenceOptions
@@ -116,7 +117,7 @@ class Segmenter:
         ``tensors``: weights to use instead of the directory's (file names; e.g. an in-memory merge)."""
         if not isinstance(infer, InferenceOptions):
             raise TypeError(f"give how to infer as InferenceOptions(...), not {infer!r}")
-        model_dir = Path(model_dir)
+        model_dir = self.model_dir = Path(model_dir)
         info = ModelInfo.from_dir(model_dir)
         slide, preprocess = infer.slide, infer.preprocess
         self.universal = info.universal
@@ -267,12 +268,22 @@ class Segmenter:
 
 
 def label_to_category(id2label: dict[int, str], categories: dict[int, dict]) -> dict[int, int]:
-    """Model label index -> dataset category id: by name when they match, else by sorted order."""
-    by_name = {c["name"]: cid for cid, c in categories.items()}
-    if all(name in by_name for name in id2label.values()):
-        return {label: by_name[name] for label, name in id2label.items()}
+    """Model label index -> dataset category id, matched by name (:func:`align_classes`); a model without class
+    names takes the categories in id order when their numbers agree."""
     ordered = sorted(categories)
-    if len(ordered) != len(id2label):
-        raise ValueError(f"the model has {len(id2label)} labels but the dataset {len(ordered)} categories, "
-                         "and their names differ; evaluate with a dataset of the model's classes")
-    return {label: ordered[label] for label in sorted(id2label)}
+    names = [id2label[label] for label in sorted(id2label)]
+    alignment = align_classes(names, [str(categories[c].get("name", c)) for c in ordered], "the model",
+                              "the ground truth's categories")
+    if alignment.identity:
+        if len(ordered) != len(id2label):
+            raise ClassMismatch(f"the model has {len(id2label)} labels but the dataset {len(ordered)} categories, "
+                                "and the model names no class; evaluate with a dataset of the model's classes")
+        return {label: ordered[index] for index, label in enumerate(sorted(id2label))}
+    unknown = [name for name, scored in zip(names, alignment.from_prediction) if scored is None]
+    if unknown:
+        raise ClassMismatch(f"the model predicts {', '.join(unknown[:6])}, which the ground truth's categories "
+                            f"({', '.join(str(categories[c].get('name', c)) for c in ordered[:6])}"
+                            f"{', ...' if len(ordered) > 6 else ''}) lack: a panoptic segment of a category the "
+                            "ground truth does not know cannot be scored; evaluate on data of the model's classes")
+    by_name = {normalised(str(categories[c].get("name", c))): c for c in ordered}
+    return {label: by_name[normalised(name)] for label, name in zip(sorted(id2label), names)}

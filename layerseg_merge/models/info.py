@@ -18,14 +18,20 @@ class ModelInfo:
     architecture: str
     panoptic_head: dict | None  # a center/offset head (eval/center_offset.py)
     mmseg: dict | None  # layerseg_mmseg: the settings of an imported mmseg checkpoint
+    labels: tuple[str, ...] = ()  # the class names the model predicts (id2label), in output order
 
     @classmethod
     def from_dir(cls, model_dir: str | Path) -> ModelInfo:
         from layerseg_merge.checkpoint import read_config
 
         config = read_config(model_dir)
+        panoptic_head = config.get("panoptic_head") or None
+        id2label = config.get("id2label") or {}
+        labels = tuple(str(id2label[key]) for key in sorted(id2label, key=int))
+        if panoptic_head:  # its extra output channels (centre, offsets) are no classes
+            labels = labels[: panoptic_head["num_classes"]]
         return cls(Path(model_dir), config["model_type"], (config.get("architectures") or [""])[0],
-                   config.get("panoptic_head") or None, config.get("layerseg_mmseg") or None)
+                   panoptic_head, config.get("layerseg_mmseg") or None, labels)
 
     @property
     def universal(self) -> bool:

@@ -165,7 +165,7 @@ def run_sweep(setup: Setup, on: DataOptions, search: SweepOptions = SweepOptions
     """
     from tqdm import tqdm
 
-    from layerseg_merge.eval.evaluate import join_ranks, open_data, score_batches, shard
+    from layerseg_merge.eval.evaluate import check_classes, join_ranks, open_data, score_batches, shard
     from layerseg_merge.tools.scoring import AnchorModels, CachedBatches
 
     metric, unsupervised, budget = search.metric, search.unsupervised, search.budget
@@ -192,6 +192,9 @@ def run_sweep(setup: Setup, on: DataOptions, search: SweepOptions = SweepOptions
         log(f"budget {budget}: the recipe's own setting and {budget - 1} candidates drawn at random (seed 0)")
     task = "panoptic" if metric == "PQ" else "semantic"
     dataset = open_data(on, "images" if unsupervised else task)
+    if not unsupervised:
+        for anchor in anchors:
+            check_classes(ModelInfo.from_dir(setup.dirs[anchor]), dataset, task, setup.models[anchor])
     positions = list(range(rank, len(dataset), world))
     batches = CachedBatches(shard(dataset, rank, world), infer.batch_size, on.workers, chosen.type == "cuda",
                             int(search.cache_gb * 2**30), positions, len(dataset), log)
@@ -215,7 +218,8 @@ def run_sweep(setup: Setup, on: DataOptions, search: SweepOptions = SweepOptions
             row |= label_free_score(segmenter, batches, ensemble)
         else:
             report, _, _ = score_batches(segmenter, batches, task, getattr(dataset, "categories", None),
-                                         pad_to=infer.batch_size if infer.compile else None)
+                                         pad_to=infer.batch_size if infer.compile else None,
+                                         class_names=getattr(dataset, "class_names", None))
             row["score"] = report["mIoU"] if task == "semantic" else report["All"]["pq"]
         rows.append((candidate, row))
     seconds = time.perf_counter() - started

@@ -1,6 +1,6 @@
 """Synthetic mmseg 0.x UDA checkpoints: DAFormer, HRDA/MIC, EDAPS (MiT backbone), plus a plain SegFormer.
 
-Names, shapes, dtypes and order follow /work/shared/reference/mmseg-uda-checkpoints.md (cited as §N) and
+Names, shapes, dtypes and order follow tests/reference/mmseg-uda-checkpoints.md (cited as §N) and
 its companion ``mmseg_mitb5_uda_keys.json``; the B5 builders reproduce that JSON exactly (tests/test_mmseg_fixtures.py).
 Values are random (seeded ``torch.Generator``); ``device="meta"`` builds names/shapes/dtypes without allocating.
 

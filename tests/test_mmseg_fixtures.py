@@ -1,7 +1,8 @@
 """The synthetic mmseg UDA checkpoints (tests/mmseg_fixtures.py) follow the reference key lists exactly.
 
-Reference: <repo>/../shared/reference/mmseg-uda-checkpoints.md (§N below) and mmseg_mitb5_uda_keys.json. The JSON may be
-absent from other checkouts, so its facts are also pinned here as checksums; the B5 tests never skip.
+Reference: tests/reference/mmseg-uda-checkpoints.md (§N below) and mmseg_mitb5_uda_keys.json, copies of the
+project's reference notes kept in the repository (a clone or a wheel has them); the JSON's facts are also pinned
+here as checksums.
 """
 
 from __future__ import annotations
@@ -9,12 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO
 from mmseg_fixtures import (
     MIT_VARIANTS,
     TINY_MIT,
@@ -26,7 +25,7 @@ from mmseg_fixtures import (
     save_checkpoint,
 )
 
-REFERENCE_JSON = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mmseg_mitb5_uda_keys.json"
+REFERENCE_JSON = Path(__file__).resolve().parent / "reference" / "mmseg_mitb5_uda_keys.json"
 # JSON lists per kind: backbone + this list; the JSON has no dtype field: int64 exactly at its int64 keys, else float32.
 REFERENCE_LISTS = {"daformer": "decode_head_daformer", "hrda": "decode_head_hrda", "edaps": "edaps_non_backbone"}
 # sha256 of "\n".join(sorted "name:shape:dtype" lines; shape comma-joined, empty for 0-dim), computed from the JSON.
@@ -44,15 +43,8 @@ def sha256(lines: list[str]) -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def reference() -> dict | None:
-    return json.loads(REFERENCE_JSON.read_text()) if REFERENCE_JSON.is_file() else None
-
-
-def reference_missing(consequence: str) -> None:
-    """Say that the reference JSON was not compared: in a clone it belongs beside it; a wheel does not ship it."""
-    where = (f"{REFERENCE_JSON} is missing" if (REPO / "pyproject.toml").is_file() else
-             f"the reference key list {REFERENCE_JSON.name} is not shipped with the package (a development file)")
-    warnings.warn(f"{where}; {consequence}", stacklevel=2)
+def reference() -> dict:
+    return json.loads(REFERENCE_JSON.read_text())
 
 
 def reference_lines(ref: dict, kind: str) -> tuple[list[str], list[str]]:
@@ -85,10 +77,7 @@ def test_b5_fixture_matches_pinned_reference_checksum(kind):
 def test_b5_fixture_matches_reference_json_in_full(kind):
     sd = model_state_dict(kind, "b5", device="meta")
     ref = reference()
-    if ref is None:  # skipping is not allowed: fall back to the pinned facts and say so
-        reference_missing("compared with the checksums pinned in this test only")
-        assert sha256(manifest(sd)) == REFERENCE_SHA256[kind]
-        return
+    assert sha256(manifest(sd)) == REFERENCE_SHA256[kind]
     order, lines = reference_lines(ref, kind)
     assert sha256(lines) == REFERENCE_SHA256[kind], "pinned checksum is stale"
     assert list(sd) == order  # names and registration order
@@ -194,9 +183,6 @@ def legacy_rows(names: list[str], widths: tuple[int, ...]) -> list[tuple[str, st
 
 def test_legacy_mapping_oracle_matches_reference_json():
     ref = reference()
-    if ref is None:
-        reference_missing("the transformers name mapping rows were not compared with it")
-        return
     sd = mit_backbone("b5", device="meta")
     mine = {
         (h, s, r, tuple(sd[s][r[0] : r[1]].shape if r else sd[s].shape))

@@ -186,8 +186,8 @@ def test_a_model_left_out_of_a_head_module_is_named(tmp_path, segformers, caplog
     with caplog.at_level(logging.WARNING):
         result = merge(recipe, tmp_path / "out")
     assert result.exit_code == 0, result.output
-    message = (f"model {partial} lacks decode_head.classifier.bias of the anchor's head module 'decode_head.classifier', "
-               f"so it is left out of that module (heads: {heads})")
+    message = (f"model {partial} lacks decode_head.classifier.bias of the anchor's head module "
+               f"'decode_head.classifier', so it is left out of that module (heads: {heads})")
     assert (message in caplog.text) == warned, caplog.text
     assert caplog.text.count("left out of that module") == warned  # once, not per tensor of the module
     merged = tensors(tmp_path / "out")

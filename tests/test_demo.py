@@ -49,6 +49,16 @@ def test_demo_writes_every_row_with_values_in_range(demo_out):
         assert tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5)) in colours, kind
 
 
+def test_every_demo_merge_has_its_model_card(demo_out):
+    """README: every `layerwise_seg` merge gets a segmentation card, the demo's included."""
+    merges = sorted((demo_out / "merged").iterdir())
+    assert len(merges) == 6
+    for merged in merges:
+        card = (merged / "README.md").read_text()
+        assert "pipeline_tag: image-segmentation" in card, merged
+        assert (merged / "coefficients.png").is_file(), merged
+
+
 def test_demo_prints_no_progress_bars(demo_run):
     output = demo_run[1]  # stdout and stderr
     assert "Loading weights" not in output and "it/s" not in output and "mIoU" in output

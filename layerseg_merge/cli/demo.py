@@ -63,7 +63,7 @@ def merge(recipe: dict, out: Path) -> Path:
     import layerseg_merge  # noqa: F401  (registers with mergekit)
 
     run_merge(MergeConfiguration.model_validate(recipe), str(out),
-              MergeOptions(quiet=True, copy_tokenizer=False, write_model_card=False))
+              MergeOptions(quiet=True, copy_tokenizer=False))
     return out
 
 

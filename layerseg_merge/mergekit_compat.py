@@ -12,10 +12,12 @@ replace=True)``, the ``mergekit.plugins`` entry point, the method's ``unused_par
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
-import inspect
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from functools import cache
 
@@ -38,23 +40,63 @@ WORKAROUNDS: dict[str, str] = {
 _ACTIVE: list[str] = []
 
 
-def _source_has(function, text: str) -> bool:
-    try:
-        return text in inspect.getsource(function)
-    except (OSError, TypeError):  # no source at hand: keep the workaround, it is harmless on a fixed mergekit
-        return True
+@contextlib.contextmanager
+def _probe_model(tensors: dict):
+    """A throw-away model folder holding ``tensors``, as a mergekit ModelReference (removed from mergekit's loader
+    cache afterwards)."""
+    from mergekit.common import ModelReference
+    from mergekit.io.tasks import LoaderCache
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory(prefix="layerseg-probe-") as folder:
+        save_file(tensors, os.path.join(folder, "model.safetensors"))
+        with open(os.path.join(folder, "config.json"), "w") as config:
+            config.write('{"model_type": "segformer"}')
+        model = ModelReference.parse(folder)
+        try:
+            yield model
+        finally:
+            LoaderCache().loaders.pop(model, None)
 
 
 def _lacks_tuple_aliases() -> bool:
+    """Behaviour: does the planner take the tuple WeightInfo stores an optional weight's aliases in?"""
+    import torch
+    from mergekit.architecture import WeightInfo
     from mergekit.plan import MergePlanner
 
-    return _source_has(MergePlanner.plan_tensor, "[w_in.name] + (w_in.aliases or [])")
+    weight = WeightInfo(name="probe", aliases=("probe.alias",), optional=True)
+    with _probe_model({"probe.alias": torch.zeros(1)}) as model:
+        try:  # no planner: past the look-up of the aliases it fails on the missing planner, as it should
+            MergePlanner.plan_tensor(None, weight, [weight], [model], None)
+        except TypeError as error:
+            return "concatenate" in str(error)  # list + tuple
+        except Exception:  # noqa: BLE001
+            return False
+    return False
 
 
 def _lacks_hub_offline() -> bool:
+    """Behaviour: offline, does mergekit find a Hub model in the cache without asking the Hub for its files?"""
+    import huggingface_hub.constants
     from mergekit.common import ModelReference
 
-    return not _source_has(ModelReference.local_path, "HF_HUB_OFFLINE")
+    commit = "0" * 40
+    with tempfile.TemporaryDirectory(prefix="layerseg-probe-") as cache:
+        repo = os.path.join(cache, "models--layerseg-probe--model")
+        os.makedirs(os.path.join(repo, "refs"))
+        os.makedirs(os.path.join(repo, "snapshots", commit))
+        with open(os.path.join(repo, "refs", "main"), "w") as ref:
+            ref.write(commit)
+        offline = huggingface_hub.constants.HF_HUB_OFFLINE
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+        try:
+            found = ModelReference.parse("layerseg-probe/model").local_path(cache_dir=cache)
+        except Exception:  # noqa: BLE001 (it asked the Hub, which offline mode refuses)
+            return True
+        finally:
+            huggingface_hub.constants.HF_HUB_OFFLINE = offline
+    return os.path.basename(found) != commit
 
 
 def _lacks_plan_in_memory() -> bool:
@@ -105,9 +147,28 @@ def _lacks_recipe_source() -> bool:
 
 
 def _lacks_config_cache() -> bool:
+    """Behaviour: does mergekit parse an input's config.json again on every call?"""
+    import transformers
     from mergekit.common import ModelReference
 
-    return _source_has(ModelReference.config, "AutoConfig.from_pretrained(")
+    parse = transformers.AutoConfig.from_pretrained
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return parse(*args, **kwargs)
+
+    with tempfile.TemporaryDirectory(prefix="layerseg-probe-") as folder:
+        with open(os.path.join(folder, "config.json"), "w") as config:
+            config.write('{"model_type": "segformer"}')
+        model = ModelReference.parse(folder)
+        transformers.AutoConfig.from_pretrained = counting
+        try:
+            model.config()
+            model.config()
+        finally:
+            transformers.AutoConfig.from_pretrained = parse
+    return len(calls) > 1
 
 
 def _lacks_out_dtype_check() -> bool:
@@ -164,13 +225,16 @@ class _Aliases(tuple):
         return list(other) + list(self)
 
 
-def set_aliases(weight, aliases: tuple[str, ...]) -> None:
-    """Give a WeightInfo the other names of a head shared between hosts."""
-    if lacks("tuple_aliases"):
-        _mark("tuple_aliases")
-        object.__setattr__(weight, "aliases", _Aliases(aliases))  # WeightInfo would coerce it to a tuple
-    else:
-        object.__setattr__(weight, "aliases", tuple(aliases))
+def weight_info(name: str, optional: bool, force_dtype: str | None, aliases: tuple[str, ...] = ()):
+    """mergekit's WeightInfo of a tensor; ``aliases`` are the other names of a head shared between hosts."""
+    from mergekit.architecture.base import WeightInfo
+
+    if not aliases or not lacks("tuple_aliases"):
+        return WeightInfo(name=name, optional=optional, force_dtype=force_dtype, aliases=tuple(aliases) or None)
+    _mark("tuple_aliases")
+    weight = WeightInfo(name=name, optional=optional, force_dtype=force_dtype)
+    object.__setattr__(weight, "aliases", _Aliases(aliases))  # WeightInfo would coerce it to a plain tuple
+    return weight
 
 
 def register_architecture(architecture, names: Iterable[str]) -> None:

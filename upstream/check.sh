@@ -8,7 +8,9 @@
 #      the plugin's merge on stock mergekit, for the same recipe (BatchNorm models, `buffers: pooled`);
 #   5. the plugin's mergekit_compat installs no workaround on the patched tree;
 #   6. the plugin's tests against the patched mergekit: by default the files that exercise mergekit (about
-#      4 minutes on 2 cores); PLUGIN_TESTS=tests runs the whole suite (about 15 minutes more).
+#      4 minutes on 2 cores); PLUGIN_TESTS=tests runs the whole suite (about 15 minutes more);
+#   7. the same tests against mergekit with only the first half of the series (0001-0008): each workaround
+#      is detected on its own, so a release that takes some of the patches works too.
 # Runs in the project's environment (python with layerseg-merge and its test extras installed; PYTHON=...
 # picks another interpreter). MERGEKIT_SDIST=FILE uses a downloaded sdist. Works in a temporary folder,
 # removed at the end.
@@ -30,7 +32,7 @@ else
     "$PY" -m pip download -q --no-binary :all: --no-deps -d "$WORK" mergekit==0.1.5
 fi
 echo "$SHA256  $WORK/mergekit-0.1.5.tar.gz" | sha256sum -c -
-for tree in stock patched; do
+for tree in stock patched half; do
     mkdir "$WORK/$tree"
     tar xzf "$WORK/mergekit-0.1.5.tar.gz" -C "$WORK/$tree" --strip-components=1
 done
@@ -41,6 +43,8 @@ for patch in "$HERE"/0*.patch; do
     git -C "$WORK/patched" apply "$patch"
     echo "applied $(basename "$patch")"
 done
+
+for patch in "$HERE"/000[1-8]-*.patch; do git -C "$WORK/half" apply "$patch"; done
 
 step "3. mergekit's suite"
 for tree in stock patched; do cp "$HERE/tests_common.py" "$WORK/$tree/tests/common.py"; done
@@ -79,5 +83,13 @@ MERGEKIT_FACING="tests/test_mergekit_compat.py tests/test_merge.py tests/test_st
     tests/test_startup.py"
 # shellcheck disable=SC2086  # lists of paths
 (cd "$ROOT" && in_tree patched "$PY" -m pytest -q -p no:cacheprovider ${PLUGIN_TESTS:-$MERGEKIT_FACING})
+
+step "7. the plugin's tests on mergekit with half of the series (0001-0008)"
+printf 'half: '
+in_tree half env -u LAYERSEG_MERGE_NO_HOOK "$PY" -c \
+    "import mergekit.merge, layerseg_merge; layerseg_merge.register()
+from layerseg_merge.mergekit_compat import active; print(active())"
+# shellcheck disable=SC2086  # lists of paths
+(cd "$ROOT" && in_tree half "$PY" -m pytest -q -p no:cacheprovider $MERGEKIT_FACING)
 
 step "upstream/check.sh: all checks passed"

@@ -24,11 +24,7 @@ def _weight_info(info: TensorInfo, optional: bool) -> WeightInfo:
     # Integer buffers keep their dtype whatever the recipe's `dtype:` says; a head shared between hosts
     # (a DAFormer head inside HRDA) is looked up under each host's own name.
     force = "int64" if info.dtype == torch.int64 else None
-    weight = WeightInfo(name=info.name, optional=optional, force_dtype=force)
-    aliases = head_aliases(info) if info.role == "head" else ()
-    if aliases:
-        mergekit_compat.set_aliases(weight, aliases)
-    return weight
+    return mergekit_compat.weight_info(info.name, optional, force, head_aliases(info) if info.role == "head" else ())
 
 
 class SegmentationModuleArchitecture(ModuleArchitecture):

@@ -203,7 +203,8 @@ def test_mapillary_v12_ids_map_to_the_cityscapes_train_ids(tmp_path, labels):
 
 
 def cityscapes_panoptic_tree(root, categories=None):
-    """cityscapesScripts' createPanopticImgs output: image file names without their city folder."""
+    """A panoptic tree whose JSON names images CITY_SEQ_FRAME_leftImg8bit.png, without their city folder (the
+    converter's own output, which names them otherwise: eval_data.cityscapes_panoptic_converted)."""
     _png(root / "leftImg8bit" / "val" / "frankfurt" / "frankfurt_000000_000294_leftImg8bit.png",
          np.zeros((8, 16, 3), np.uint8))
     ids = np.full((8, 16), 7, np.int64)

@@ -2,7 +2,8 @@
 
 A dataset spec is ``KIND:PATH`` (see :func:`open_dataset`). Each kind reads its published
 on-disk layout and label encoding; the UDA targets (ACDC, Dark Zurich, Mapillary) come as the 19
-Cityscapes train ids. Samples are dicts with
+Cityscapes train ids. Only regular files are read: a named pipe where an image, label or JSON belongs
+would block the reader forever, so it is refused when the dataset is opened. Samples are dicts with
 ``name`` (relative path), ``image`` (H, W, 3 uint8 numpy) and either ``label``
 (H, W int64 class indices) or ``panoptic`` (H, W int64 segment ids) + ``segments``.
 Decoding happens in DataLoader workers.
@@ -10,7 +11,9 @@ Decoding happens in DataLoader workers.
 
 from __future__ import annotations
 
+import glob
 import json
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +36,25 @@ CITYSCAPES_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27
 LABEL_ID_TO_TRAIN_ID = np.full(256, 255, dtype=np.uint8)
 LABEL_ID_TO_TRAIN_ID[list(CITYSCAPES_LABEL_IDS)] = np.arange(19, dtype=np.uint8)
 ACDC_CONDITIONS = ("fog", "night", "rain", "snow")
-# Mapillary Vistas v1.2 class ids (0..65) -> Cityscapes train ids: CVRN's mapping, the one EDAPS ships
-# (mapillaryscripts/map_ids_19_classes.py); every other id (65 = unlabeled) is ignored (255).
-_MAPILLARY_GROUPS = (((7, 8, 10, 13, 14, 23, 24), 0), ((2, 9, 11, 15), 1), ((17,), 2), ((6,), 3), ((3,), 4),
-                     ((45, 47), 5), ((48,), 6), ((49, 50), 7), ((30,), 8), ((29,), 9), ((27,), 10), ((19,), 11),
-                     ((20, 21, 22), 12), ((55,), 13), ((61,), 14), ((54,), 15), ((58,), 16), ((57,), 17), ((52,), 18))
-MAPILLARY_TO_TRAIN_ID = np.full(256, 255, dtype=np.uint8)
-for _ids, _train_id in _MAPILLARY_GROUPS:
-    MAPILLARY_TO_TRAIN_ID[list(_ids)] = _train_id
+# Mapillary Vistas v1.2 class ids (0..65) -> Cityscapes train ids, by name (``mapillary:ROOT,NAME``); every other
+# id (65 = unlabeled) is ignored (255). The two tables differ on 9 ids: 7, 8, 10, 14, 23 (road in edaps) and 9, 11
+# (sidewalk in edaps) are ignored by hrda, 41 is road only in hrda, 49 traffic sign only in edaps.
+_MAPILLARY_GROUPS = {
+    # CVRN's table (jxhuang0508/CVRN "data loader and processing/init_vistas2cityscapes_format.py"), as EDAPS
+    # ships it (susaha/edaps mapillaryscripts/map_ids_19_classes.py): CVRN's and EDAPS's SYNTHIA->Mapillary results.
+    "edaps": (((7, 8, 10, 13, 14, 23, 24), 0), ((2, 9, 11, 15), 1), ((17,), 2), ((6,), 3), ((3,), 4), ((45, 47), 5),
+              ((48,), 6), ((49, 50), 7), ((30,), 8), ((29,), 9), ((27,), 10), ((19,), 11), ((20, 21, 22), 12),
+              ((55,), 13), ((61,), 14), ((54,), 15), ((58,), 16), ((57,), 17), ((52,), 18)),
+    # HRDA's (lhoyer/HRDA tools/convert_datasets/mapillary.py, its *_labelTrainIds.png): the Mapillary numbers of
+    # DAFormer and HRDA for domain generalization from GTA (HRDA's README, its extension paper).
+    "hrda": (((13, 24, 41), 0), ((2, 15), 1), ((17,), 2), ((6,), 3), ((3,), 4), ((45, 47), 5), ((48,), 6),
+             ((50,), 7), ((30,), 8), ((29,), 9), ((27,), 10), ((19,), 11), ((20, 21, 22), 12), ((55,), 13),
+             ((61,), 14), ((54,), 15), ((58,), 16), ((57,), 17), ((52,), 18)),
+}
+MAPILLARY_TABLES = {name: np.full(256, 255, dtype=np.uint8) for name in _MAPILLARY_GROUPS}
+for _name, _groups in _MAPILLARY_GROUPS.items():
+    for _ids, _train_id in _groups:
+        MAPILLARY_TABLES[_name][list(_ids)] = _train_id
 MAPILLARY_SPLITS = {"val": "validation", "train": "training", "test": "testing"}
 
 
@@ -52,6 +66,30 @@ def _check_size(name: str, image: np.ndarray, label: np.ndarray) -> None:
     if image.shape[:2] != label.shape[:2]:
         raise DatasetError(f"{name}: image is {image.shape[1]}x{image.shape[0]} but its label is "
                            f"{label.shape[1]}x{label.shape[0]}")
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def regular_file(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file (or a link to one), else a one-line error naming it (``what`` it should be):
+    opening a named pipe for reading waits for a writer, forever."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read {what} ({error.strerror})") from error
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
+        raise DatasetError(f"{path}: {kind}, not a regular file; {what} must be a regular file: replace it with the "
+                           "file itself or remove it")
+    return path
+
+
+def _image_files(folder: Path, pattern: str = "*") -> list[Path]:
+    """The images (by suffix) under ``folder``, recursively and sorted; folders named like images are passed over."""
+    return [regular_file(p, "an image") for p in sorted(folder.rglob(pattern))
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()]
 
 
 @dataclass(frozen=True)
@@ -114,7 +152,7 @@ def image_folder(root: Path) -> ImageDataset:
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder of images")
     base = root / "images" if (root / "images").is_dir() else root
-    images = [(str(p.relative_to(base)), p) for p in sorted(base.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    images = [(str(p.relative_to(base)), p) for p in _image_files(base)]
     if not images:
         raise _no_images(base, "images:ROOT reads every image under ROOT (or ROOT/images)")
     return ImageDataset(images)
@@ -147,14 +185,14 @@ def _no_images(folder: Path, layout: str) -> DatasetError:
     return DatasetError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its subfolders; {layout}")
 
 
-def _pairs(image_dir: Path, label_dir: Path, label_for, layout: str,
-           pattern: str = "*") -> list[tuple[str, Path, Path]]:
+def _pairs(image_dir: Path, label_for, layout: str, images: list[Path] | None = None) -> list[tuple[str, Path, Path]]:
+    """(name, image, label) of every image under ``image_dir`` (or of ``images``), its label ``label_for(image)``."""
     pairs = []
-    for image in sorted(p for p in image_dir.rglob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES):
+    for image in _image_files(image_dir) if images is None else images:
         label = label_for(image)
-        if label is None or not label.exists():
+        if not label.exists():
             raise DatasetError(f"{image}: no label file (expected {label}); every image needs one")
-        pairs.append((str(image.relative_to(image_dir)), image, label))
+        pairs.append((str(image.relative_to(image_dir)), image, regular_file(label, "a label")))
     if not pairs:
         raise _no_images(image_dir, layout)
     return pairs
@@ -167,33 +205,166 @@ def folder_dataset(root: Path) -> SemanticDataset:
         if not folder.is_dir():
             raise DatasetError(f"{folder}: missing; a folder dataset has images/ and labels/")
     names_file = root / "classes.txt"
-    names = names_file.read_text().split("\n") if names_file.exists() else None
-    pairs = _pairs(images, labels, lambda p: (labels / p.relative_to(images)).with_suffix(".png"),
+    names = _class_names(names_file) if names_file.exists() else None
+    pairs = _pairs(images, lambda p: (labels / p.relative_to(images)).with_suffix(".png"),
                    "a folder dataset has images/**/NAME.* and labels/**/NAME.png")
     return SemanticDataset(pairs, [n for n in names if n] if names else None)
 
 
-def load_coco_panoptic(images: Path, annotations: Path, png_dir: Path,
-                       locate: Callable[[str], Path] | None = None) -> PanopticDataset:
-    """COCO panoptic ground truth; ``locate`` maps an image file name of the JSON to its path (default images/NAME)."""
+def _class_names(path: Path) -> list[str]:
+    """The lines of a UTF-8 ``classes.txt`` (a byte-order mark is dropped)."""
     try:
-        data = json.loads(annotations.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise DatasetError(f"{annotations}: cannot read COCO panoptic JSON ({error})") from error
+        return regular_file(path, "classes.txt").read_bytes().decode("utf-8-sig").split("\n")
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read it ({error.strerror})") from error
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8, one "
+                           "class name per line") from error
+
+
+COCO_PANOPTIC_FORMAT = ("panopticapi's format ({categories: [{id, name, isthing}], annotations: [{image_id, file_name, "
+                        "segments_info: [{id, category_id, iscrowd}]}], images: [{id, file_name}]})")
+_TYPE_NAMES = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def _type_name(value) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _shown(value) -> str:
+    """``value`` as JSON writes it, cut to 40 characters."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _whole(value, least: int = 0, most: int | None = None) -> bool:
+    return type(value) is int and value >= least and (most is None or value <= most)
+
+
+def _flag(value) -> bool:
+    return type(value) in (int, bool) and value in (0, 1)
+
+
+def _name(value) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _key(value) -> bool:
+    return type(value) in (int, str)
+
+
+# (key, check, what a value must be); "?" marks an optional key. Category ids index the metric's per-category
+# arrays, so they stay below 65536 (datasets use a few hundred).
+_CATEGORY = (("id", lambda v: _whole(v, 0, 65535), "a category id (0..65535)"), ("name", _name, "a name"),
+             ("isthing", _flag, "?0 or 1"))
+_IMAGE = (("id", _key, "a number or a string"), ("file_name", _name, "a file name"))
+_ANNOTATION = (("image_id", _key, "a number or a string"), ("segments_info", lambda v: isinstance(v, list), "a list"))
+_SEGMENT = (("id", lambda v: _whole(v, 1, 256**3 - 1), "a segment id (1..16777215; 0 is VOID)"),
+            ("category_id", _whole, "a whole number >= 0"), ("iscrowd", _flag, "?0 or 1"))
+
+
+def _entry_problem(entry, where: str, checks: tuple) -> str | None:
+    """What is wrong with ``entry`` (a JSON object): not a mapping, a key missing, a value that fails its check."""
+    if not isinstance(entry, dict):
+        return f"{where} is {_type_name(entry)}, not a mapping"
+    for key, check, what in checks:
+        if key not in entry:
+            if not what.startswith("?"):
+                return f"{where} has no `{key}`"
+        elif not check(entry[key]):
+            return f"{where} has `{key}` {_shown(entry[key])}, not {what.lstrip('?')}"
+    return None
+
+
+def _coco_panoptic_problem(data) -> str | None:
+    """What makes ``data`` (a parsed JSON) no COCO panoptic ground truth, or None."""
+    if not isinstance(data, dict):
+        return f"the top level is {_type_name(data)}, not a mapping"
+    for key in ("categories", "annotations", "images"):
+        if key in data and not isinstance(data[key], list):
+            return f"`{key}` is {_type_name(data[key])}, not a list"
+        if key not in data and key != "images":
+            return f"no `{key}` list"
+    if not data["categories"]:
+        return "`categories` is empty"
+    seen: set = set()
+    for n, category in enumerate(data["categories"]):
+        problem = _entry_problem(category, f"`categories` entry {n}", _CATEGORY)
+        if problem or category["id"] in seen:
+            return problem or f"`categories` entry {n} repeats category id {category['id']}"
+        seen.add(category["id"])
+    seen = set()
+    for n, image in enumerate(data.get("images", [])):
+        problem = _entry_problem(image, f"`images` entry {n}", _IMAGE)
+        if problem or image["id"] in seen:
+            return problem or f"`images` entry {n} repeats image id {_shown(image['id'])}"
+        seen.add(image["id"])
+    files: set = set()
+    for n, annotation in enumerate(data["annotations"]):
+        where = f"`annotations` entry {n}"
+        problem = _entry_problem(annotation, where, (("file_name", _name, "a file name"),))
+        if problem or annotation["file_name"] in files:
+            return problem or f"{where} repeats file_name {annotation['file_name']}"
+        files.add(annotation["file_name"])
+        where = f"{where} ({annotation['file_name']})"
+        problem = _entry_problem(annotation, where, _ANNOTATION)
+        if problem:
+            return problem
+        ids: set = set()
+        for k, segment in enumerate(annotation["segments_info"]):
+            problem = _entry_problem(segment, f"{where}, segment {k}", _SEGMENT)
+            if problem or segment["id"] in ids:
+                return problem or f"{where}, segment {k} repeats segment id {segment['id']}"
+            ids.add(segment["id"])
+    return None
+
+
+def read_coco_panoptic(path: Path) -> dict:
+    """A COCO panoptic ground-truth JSON, checked against panopticapi's format: a one-line error names ``path``
+    and what is wrong (no `annotations`, a category without `id`, `segments_info` that is not a list, ...)."""
+    try:
+        data = json.loads(regular_file(path, "a COCO panoptic JSON").read_bytes())
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8 "
+                           "(as JSON files are)") from error
+    except (OSError, json.JSONDecodeError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else error
+        raise DatasetError(f"{path}: cannot read COCO panoptic JSON ({reason})") from error
+    problem = _coco_panoptic_problem(data)
+    if problem:
+        raise DatasetError(f"{path}: {problem}; regenerate it, or fix it to {COCO_PANOPTIC_FORMAT}")
+    return data
+
+
+def _coco_image(images: Path, annotation: dict, name: str | None) -> Path:
+    """The image of ``annotation``: IMAGES/NAME (``name`` from the JSON's `images`, else the PNG's stem + .jpg),
+    or else the first image of that stem with another suffix."""
+    name = name or Path(annotation["file_name"]).stem + ".jpg"
+    if (images / name).exists():
+        return images / name
+    alternatives = sorted(p for p in images.glob(glob.escape(Path(name).stem) + ".*")
+                          if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not alternatives:
+        raise DatasetError(f"{images / name}: image of annotation {annotation['file_name']} not found")
+    return alternatives[0]
+
+
+def load_coco_panoptic(images: Path, annotations: Path, png_dir: Path,
+                       locate: Callable[[dict, str | None], Path] | None = None) -> PanopticDataset:
+    """COCO panoptic ground truth; ``locate(annotation, name)`` finds the image of an annotation, given the file name
+    that the JSON's `images` give it (None if they give none); default :func:`_coco_image`."""
+    data = read_coco_panoptic(annotations)
     categories = {c["id"]: c for c in data["categories"]}
     files = {i["id"]: i["file_name"] for i in data.get("images", [])}
     entries = []
     for annotation in data["annotations"]:
-        image_name = files.get(annotation["image_id"], Path(annotation["file_name"]).stem + ".jpg")
-        image = locate(image_name) if locate else images / image_name
-        if not image.exists():
-            alternatives = list(images.glob(Path(image_name).stem + ".*"))
-            if not alternatives:
-                raise DatasetError(f"{image}: image of annotation {annotation['file_name']} not found")
-            image = alternatives[0]
+        name = files.get(annotation["image_id"])
+        image = regular_file(locate(annotation, name) if locate else _coco_image(images, annotation, name), "an image")
         png = png_dir / annotation["file_name"]
         if not png.exists():
             raise DatasetError(f"{png}: panoptic PNG listed in {annotations.name} not found")
+        regular_file(png, "a panoptic PNG")
         segments = []
         for s in annotation["segments_info"]:
             if s["category_id"] not in categories:
@@ -212,17 +383,17 @@ def _train_id_dataset(images: Path, labels: Path, image_suffix: str, label_stem:
     for folder in (images, labels):
         if not folder.is_dir():
             raise DatasetError(f"{folder}: missing; {layout}")
-    first = next(iter(sorted(images.rglob(f"*{image_suffix}"))), None)
-    if first is None:
+    files = _image_files(images, f"*{image_suffix}")
+    if not files:
         raise DatasetError(f"{images}: no *{image_suffix} images; {layout}")
-    stem = str(first.relative_to(images)).removesuffix(image_suffix)
+    stem = str(files[0].relative_to(images)).removesuffix(image_suffix)
     use_train_ids = (labels / f"{stem}{label_stem}labelTrainIds.png").exists()
     suffix = f"{label_stem}labelTrainIds.png" if use_train_ids else f"{label_stem}labelIds.png"
 
     def label_for(image: Path) -> Path:
         return labels / (str(image.relative_to(images)).removesuffix(image_suffix) + suffix)
 
-    pairs = _pairs(images, labels, label_for, layout, f"*{image_suffix}")
+    pairs = _pairs(images, label_for, layout, files)
     return SemanticDataset(pairs, list(CITYSCAPES_CLASSES), None if use_train_ids else LABEL_ID_TO_TRAIN_ID)
 
 
@@ -236,31 +407,61 @@ def cityscapes_dataset(root: Path, split: str, task: str):
                              CITYSCAPES_LAYOUT.format(split=split))
 
 
-def cityscapes_panoptic_dataset(root: Path, split: str) -> PanopticDataset:
-    """cityscapesScripts' panoptic ground truth: ``gtFine/cityscapes_panoptic_{split}.json`` + its PNG folder.
+def _cityscapes_panoptic_json(root: Path, split: str) -> tuple[Path, bool]:
+    """The JSON of cityscapesScripts' createPanopticImgs for ``split`` (its PNG folder: the same name without .json),
+    and whether it was made with --use-train-id.
 
-    Categories are Cityscapes label ids (7 road ... 33 bicycle); the JSON names images without their
-    city folder (``aachen_000000_000019_leftImg8bit.png`` lives in ``leftImg8bit/{split}/aachen/``).
+    The converter writes ``cityscapes_panoptic_{split}.json`` (category ids = label ids) or, with --use-train-id,
+    ``cityscapes_panoptic_{split}_trainId.json`` (train ids) into its output folder: gtFine/ by default,
+    gtFine_panoptic/ in EDAPS (susaha/edaps README, cityscapesscripts/preparation/createPanopticImgs.py). The first
+    found is read: gtFine/ before gtFine_panoptic/, label ids before train ids.
+    """
+    for folder in ("gtFine", "gtFine_panoptic"):
+        for suffix in ("", "_trainId"):
+            path = root / folder / f"cityscapes_panoptic_{split}{suffix}.json"
+            if path.exists():
+                return path, bool(suffix)
+    raise DatasetError(f"{root / 'gtFine' / f'cityscapes_panoptic_{split}.json'}: missing; the Cityscapes panoptic "
+                       "file of cityscapesScripts' createPanopticImgs: make it with csCreatePanopticImgs (it writes "
+                       f"into gtFine/), or keep it in {root / 'gtFine_panoptic'}/ as EDAPS does")
+
+
+def cityscapes_panoptic_dataset(root: Path, split: str) -> PanopticDataset:
+    """cityscapesScripts' panoptic ground truth as its createPanopticImgs (2.2.0, 2.3.0) writes it:
+    ``gtFine/cityscapes_panoptic_{split}.json`` + its PNG folder, or the same in ``gtFine_panoptic/`` (EDAPS), or
+    the ``_trainId`` pair of --use-train-id (:func:`_cityscapes_panoptic_json`).
+
+    Categories are Cityscapes label ids (7 road ... 33 bicycle; train ids 0..18 in a ``_trainId`` file). An image
+    is found by its id CITY_SEQ_FRAME in ``leftImg8bit/{split}/CITY/CITY_SEQ_FRAME_leftImg8bit.png``: the file
+    names the converter gives images (CITY_SEQ_FRAME_gtFine_leftImg8bit.png, no city folder) name no file.
     """
     images = root / "leftImg8bit" / split
-    annotations = root / "gtFine" / f"cityscapes_panoptic_{split}.json"
-    png_dir = root / "gtFine" / f"cityscapes_panoptic_{split}"
-    made_by = "cityscapesScripts' createPanopticImgs (csCreatePanopticImgs) writes it"
     if not images.is_dir():
         raise DatasetError(f"{images}: missing; {CITYSCAPES_LAYOUT.format(split=split)}")
-    for path, what in ((annotations, "file"), (png_dir, "folder")):
-        if not path.exists():
-            raise DatasetError(f"{path}: missing; the Cityscapes panoptic {what} of {made_by}")
+    annotations, train_ids = _cityscapes_panoptic_json(root, split)
+    png_dir = annotations.with_suffix("")
+    if not png_dir.is_dir():
+        raise DatasetError(f"{png_dir}: missing; the folder of the panoptic PNGs that {annotations.name} lists, "
+                           "as cityscapesScripts' createPanopticImgs writes it beside the JSON")
+    by_id = {p.name.removesuffix("_leftImg8bit.png"): p for p in _image_files(images, "*_leftImg8bit.png")}
 
-    def locate(name: str) -> Path:
-        in_city = images / name.split("_")[0] / Path(name).name
-        return in_city if in_city.exists() else images / name
+    def locate(annotation: dict, name: str | None) -> Path:
+        image_id = str(annotation["image_id"])
+        named = Path(name or "").name.removesuffix("_leftImg8bit.png").removesuffix("_gtFine")
+        found = by_id.get(image_id) or by_id.get(named)
+        if found is None:
+            expected = images / image_id.split("_")[0] / f"{image_id}_leftImg8bit.png"
+            raise DatasetError(f"{expected}: image of annotation {annotation['file_name']} not found; "
+                               f"{CITYSCAPES_LAYOUT.format(split=split)}")
+        return found
 
     dataset = load_coco_panoptic(images, annotations, png_dir, locate)
-    strange = sorted(set(dataset.categories) - set(CITYSCAPES_LABEL_IDS))
+    ids, what = (range(19), "train id") if train_ids else (CITYSCAPES_LABEL_IDS, "label id")
+    strange = sorted(set(dataset.categories) - set(ids))
     if strange:
-        raise DatasetError(f"{annotations}: category id {strange[0]} is not a Cityscapes label id of the 19 classes "
-                           "(7..33); regenerate it without --use-train-id")
+        remedy = "regenerate it with --use-train-id" if train_ids else "regenerate it without --use-train-id"
+        raise DatasetError(f"{annotations}: category id {strange[0]} is not a Cityscapes {what} of the 19 classes "
+                           f"({min(ids)}..{max(ids)}); {remedy}")
     return dataset
 
 
@@ -301,9 +502,21 @@ def dark_zurich_dataset(root: Path, split: str) -> SemanticDataset:
     return _train_id_dataset(root / "rgb_anon" / split, root / "gt" / split, "_rgb_anon.png", "_gt_", layout)
 
 
-def mapillary_dataset(root: Path, split: str) -> SemanticDataset:
+def _mapillary_spec(path: str) -> tuple[str, str]:
+    """(ROOT, id table) of the PATH of ``mapillary:ROOT[,TABLE]`` (edaps when none is given)."""
+    root, comma, table = path.rpartition(",")
+    return (root, table) if comma else (path, "edaps")
+
+
+def mapillary_dataset(root: Path, split: str, table: str = "edaps") -> SemanticDataset:
     """Mapillary Vistas v1.2: ``validation/images/*.jpg`` + ``validation/labels/*.png`` (palette PNGs of class
-    ids 0..65; a v2.0 download keeps them in ``validation/v1.2/labels``), mapped to the Cityscapes train ids."""
+    ids 0..65; a v2.0 download keeps them in ``validation/v1.2/labels``), mapped to the Cityscapes train ids by
+    ``table`` (:data:`MAPILLARY_TABLES`): edaps, CVRN's as EDAPS ships it (EDAPS's and CVRN's numbers), or hrda,
+    HRDA's (DAFormer's and HRDA's domain-generalization numbers)."""
+    if table not in MAPILLARY_TABLES:
+        raise DatasetError(f"mapillary: unknown id table {table!r}; use edaps (the default: CVRN's table as EDAPS "
+                           "ships it, for EDAPS's numbers) or hrda (for DAFormer's and HRDA's domain-generalization "
+                           "numbers), as mapillary:ROOT,hrda")
     folder = root / MAPILLARY_SPLITS.get(split, split)
     images = folder / "images"
     labels = next((p for p in (folder / "labels", folder / "v1.2" / "labels") if p.is_dir()), folder / "labels")
@@ -311,24 +524,26 @@ def mapillary_dataset(root: Path, split: str) -> SemanticDataset:
         if not path.is_dir():
             raise DatasetError(f"{path}: missing; a Mapillary Vistas root has {folder.name}/images/*.jpg and "
                                f"{folder.name}/labels/*.png (v1.2 labels; v2.0 downloads: {folder.name}/v1.2/labels)")
-    pairs = _pairs(images, labels, lambda p: (labels / p.relative_to(images)).with_suffix(".png"),
+    pairs = _pairs(images, lambda p: (labels / p.relative_to(images)).with_suffix(".png"),
                    f"a Mapillary Vistas root has {folder.name}/images/*.jpg and {folder.name}/labels/*.png")
-    return SemanticDataset(pairs, list(CITYSCAPES_CLASSES), MAPILLARY_TO_TRAIN_ID,
+    return SemanticDataset(pairs, list(CITYSCAPES_CLASSES), MAPILLARY_TABLES[table],
                            id_range=(65, "a Mapillary Vistas v1.2 class id"))
 
 
-KINDS = ("cityscapes:ROOT | cityscapes-panoptic:ROOT | acdc:ROOT[,CONDITION...] | darkzurich:ROOT | mapillary:ROOT | "
-         "coco-panoptic:IMAGES,JSON,PNG_DIR | folder:ROOT | images:ROOT")
+KINDS = ("cityscapes:ROOT | cityscapes-panoptic:ROOT | acdc:ROOT[,CONDITION...] | darkzurich:ROOT | "
+         "mapillary:ROOT[,edaps|hrda] | coco-panoptic:IMAGES,JSON,PNG_DIR | folder:ROOT | images:ROOT")
 PANOPTIC_KINDS = ("coco-panoptic", "cityscapes-panoptic")
 
 
 def input_paths(spec: str) -> tuple[str, ...]:
-    """The files and folders a dataset spec ``KIND:PATH`` reads (ACDC's conditions are not paths)."""
+    """The files and folders a dataset spec ``KIND:PATH`` reads (ACDC's conditions, Mapillary's table are not paths)."""
     kind, _, path = spec.partition(":")
     if kind == "coco-panoptic":
         return tuple(p for p in path.split(",") if p)
     if kind == "acdc":
         path = path.split(",")[0]
+    if kind == "mapillary":
+        path = _mapillary_spec(path)[0]
     return (path,) if path else ()
 
 
@@ -363,7 +578,8 @@ def open_dataset(spec: str, split: str = "val", task: str = "semantic"):
     if kind == "darkzurich":
         return dark_zurich_dataset(Path(path), split)
     if kind == "mapillary":
-        return mapillary_dataset(Path(path), split)
+        root, table = _mapillary_spec(path)
+        return mapillary_dataset(Path(root), split, table)
     if kind == "coco-panoptic":
         parts = path.split(",")
         if len(parts) != 3:

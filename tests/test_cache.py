@@ -1,5 +1,6 @@
 """The import cache of `.pth` models in recipes: checksums, one import at a time, a size policy, `layerseg cache`."""
 
+import math
 import os
 import threading
 
@@ -56,6 +57,7 @@ def test_two_merges_importing_one_checkpoint_wait_for_each_other(tmp_path, cache
     for thread in threads:
         thread.join()
     assert errors == [] and len(set(results)) == 1 and cache.damage(results[0]) is None
+    assert list((cache_dir / "locks").iterdir()) == []  # each import removes its lock file
 
 
 def test_a_refused_recipe_imports_nothing(tmp_path, cache_dir):
@@ -95,3 +97,60 @@ def test_layerseg_cache_lists_and_clears_only_its_entries(tmp_path, cache_dir):
     assert not entry.exists() and (stranger / "keep.txt").read_text() == "mine"
     with pytest.raises(ValueError, match="is not a layerseg-merge cache entry"):
         cache.remove(stranger)
+
+
+def test_an_infinite_size_limit_is_no_limit(tmp_path, cache_dir, monkeypatch):
+    checkpoints = [small_checkpoint(tmp_path, "daformer", seed=s)[0] for s in (1, 2, 3)]
+    old = cache.imported_dir(checkpoints[0])
+    os.utime(old / cache.MANIFEST, (1, 1))  # used long ago: the first to go under any finite limit
+    monkeypatch.setenv("LAYERSEG_CACHE_MAX_GB", "inf")
+    listing = run("cache")
+    assert listing.exit_code == 0, listing.output
+    assert "1 entries" in listing.output and "(limit none: LAYERSEG_CACHE_MAX_GB" in listing.output
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoints[1:], checkpoints[1])
+    result = run("merge", recipe, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "removed cache entry" not in result.output and old.exists() and len(cache.entries()) == 3
+    for text, limit in (("inf", math.inf), ("Infinity", math.inf), ("1e300", math.inf), ("0.5", 500_000_000)):
+        monkeypatch.setenv("LAYERSEG_CACHE_MAX_GB", text)
+        assert cache.max_bytes() == limit, text
+    for text in ("nan", "-inf", "-1"):
+        monkeypatch.setenv("LAYERSEG_CACHE_MAX_GB", text)
+        with pytest.raises(ValueError, match=f"LAYERSEG_CACHE_MAX_GB='{text}' is not a size in GB >= 0 \\(or inf"):
+            cache.max_bytes()
+
+
+@pytest.mark.parametrize("name", ["mmseg", "locks", ""])
+def test_a_file_where_the_cache_needs_a_folder_is_named(tmp_path, cache_dir, name):
+    checkpoints = [small_checkpoint(tmp_path, "daformer", seed=s)[0] for s in (1, 2)]
+    (cache_dir / name).parent.mkdir(parents=True, exist_ok=True)
+    (cache_dir / name).write_text("not the cache's")
+    message = (f"{cache_dir / name} is a file where the import cache needs a folder",
+               "move or remove it, or set LAYERSEG_CACHE to another folder")
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoints, checkpoints[0])
+    assert_one_line_error(run("merge", recipe, tmp_path / "out"), *message)
+    if name != "locks":  # listing and clearing read only mmseg/
+        assert_one_line_error(run("cache"), *message)
+        assert_one_line_error(run("cache", "clear"), *message)
+    assert (cache_dir / name).read_text() == "not the cache's" and not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_during_an_import_leaves_no_lock_and_no_entry(tmp_path, cache_dir, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    import layerseg_merge
+
+    def full(tensors, filename, metadata=None):  # what safetensors raises on a full disk (see test_disk_full.py)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    layerseg_merge.register()  # mergekit's compatibility probes write a file: before the disk is "full"
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    checkpoints = [small_checkpoint(tmp_path, "daformer", seed=s)[0] for s in (1, 2)]
+    recipe = write_recipe(tmp_path / "r.yaml", checkpoints, checkpoints[0])
+    result = run("merge", recipe, tmp_path / "out")
+    assert_one_line_error(result, "merge failed: no space left on the device while writing "
+                          f"{cache_dir / 'mmseg'}/", "-student/model.safetensors; free some space")
+    assert "imported into" not in result.output  # said only once it is
+    assert [p for p in cache_dir.rglob("*") if not p.is_dir()] == []  # no lock file, no partial entry
+    assert cache.entries() == [] and not (tmp_path / "out").exists()

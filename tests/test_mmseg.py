@@ -331,6 +331,13 @@ def _without(tmp_path, kind, dropped, container="published", name="incomplete"):
     ("edaps", lambda k: k.endswith("attn.kv.bias"), "model.backbone.block1.0.attn.kv.bias", 5),
     ("segformer", lambda k: k == "decode_head.linear_pred.bias", "decode_head.linear_pred.bias", 1),
     ("segformer", lambda k: k.startswith("decode_head.linear_fuse.bn."), "decode_head.linear_fuse.bn.weight", 4),
+    # a head without the tensors that identify its kind: named for the kind its other head tensors belong to
+    ("daformer", lambda k: k.startswith("decode_head.conv_seg."), "model.decode_head.conv_seg.weight", 2),
+    ("daformer", lambda k: k.startswith("decode_head.fuse_layer."), "model.decode_head.fuse_layer.aspp_modules.0", 48),
+    ("hrda", lambda k: k.startswith("decode_head.scale_attention."), "scale_attention.embed_layers.0.proj.weight", 16),
+    ("segformer", lambda k: k.startswith("decode_head.linear_fuse."), "decode_head.linear_fuse.conv.weight", 5),
+    ("edaps", lambda k: k.startswith(("decode_head.", "rpn_head.", "roi_head.")),
+     "model.decode_head.embed_layers.0.proj.weight", 58),
 ])
 def test_checkpoints_missing_tensors_are_refused_with_their_names(tmp_path, kind, dropped, named, count):
     checkpoint = _without(tmp_path, kind, dropped)
@@ -339,6 +346,22 @@ def test_checkpoints_missing_tensors_are_refused_with_their_names(tmp_path, kind
                                  "re-save it from the complete model or re-download it")
     assert (f"and {count - 4} more" in line) == (count > 4)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra,held", [
+    ({}, "no other tensors"),
+    ({"decode_head.cls.weight": torch.zeros(19, 16, 1, 1)}, "its other tensors: model.decode_head.cls.weight;"),
+])
+def test_a_mit_backbone_without_a_known_head_says_what_it_holds(tmp_path, extra, held):
+    _, data = small_checkpoint(tmp_path, "daformer", container="published")
+    state = data["state_dict"]
+    for key in [k for k in state if k.startswith("model.decode_head.")]:
+        del state[key]
+    state.update({f"model.{name}": value for name, value in extra.items()})
+    checkpoint = save_checkpoint(data, tmp_path / "headless.pth")
+    assert_one_line_error(run("import", "mmseg", checkpoint, tmp_path / "out"), f"{checkpoint}: unknown layout: a MiT "
+                          "backbone, but no tensor of a DAFormer, HRDA, EDAPS or SegFormer head (rpn_head.*, ",
+                          "decode_head.embed_layers.*", held, "expected a DAFormer, HRDA, MIC, EDAPS or SegFormer")
 
 
 class Shell:

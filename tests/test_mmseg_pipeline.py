@@ -347,7 +347,8 @@ def test_directories_imported_before_get_the_released_pipeline(daformer, tmp_pat
 
 @pytest.mark.parametrize("model,change,message", [
     ("daformer", lambda s: s["test_pipeline"].update(flip=True), "unknown key 'flip' in layerseg_mmseg.test_pipeline"),
-    ("daformer", lambda s: s["test_pipeline"].update(img_scale=[0, 5]), "img_scale must be two positive integers"),
+    ("daformer", lambda s: s["test_pipeline"].update(img_scale=[0, 5]),
+     "layerseg_mmseg.test_pipeline.img_scale [0, 5]: each side must be a whole number of pixels from 1 to 16384"),
     ("daformer", lambda s: s["test_pipeline"].update(resize="pillow"), "resize 'pillow' is not supported"),
     ("daformer", lambda s: s["test_pipeline"].update(keep_ratio="yes"), "keep_ratio must be true or false"),
     ("daformer", lambda s: s["test_pipeline"].update(std=[1, 0, 1]), "std must be 3 finite numbers above 0"),
@@ -401,7 +402,7 @@ def test_processor_preprocessing_is_refused_for_imported_models(daformer, tmp_pa
         {"type": "Normalize", "mean": [0, 0, 0], "std": [1, 1, 1], "to_rgb": False}]}]}, (),
      "Normalize has to_rgb=False"),
     ([1, 2], (), "not a config (expected an object)"),
-    (None, ("--test-scale", "0,5"), "--test-scale 0,5: both sides must be positive"),
+    (None, ("--test-scale", "0,5"), "--test-scale 0,5: each side must be a whole number of pixels from 1 to 16384"),
     (None, ("--test-scale", "64"), "--test-scale 64: use W,H"),
 ])
 def test_bad_test_settings_at_import_are_named(tmp_path, config, options, message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import click
@@ -19,9 +20,10 @@ def cache_group(ctx: click.Context) -> None:
         from layerseg_merge.formats.cache import cache_root, entries, max_bytes
 
         found = entries()
-        total = sum(e.size for e in found)
+        total, limit = sum(e.size for e in found), max_bytes()
         click.echo(f"{cache_root() / 'mmseg'}: {len(found)} entries, {total / 1e9:.2f} GB "
-                   f"(limit {max_bytes() / 1e9:g} GB: LAYERSEG_CACHE_MAX_GB; location: LAYERSEG_CACHE)")
+                   f"(limit {f'{limit / 1e9:g} GB' if limit < math.inf else 'none'}: LAYERSEG_CACHE_MAX_GB; "
+                   "location: LAYERSEG_CACHE)")
         for entry in found:
             used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
             click.echo(f"  {entry.path.name}  {entry.size / 1e9:.2f} GB  last used {used}  from {entry.source}")

@@ -8,14 +8,19 @@ from layerseg_merge.errors import reported
 
 
 def _test_scale(value: str | None) -> tuple[int, int] | None:
+    """``--test-scale W,H``, checked before the checkpoint is read."""
     if value is None:
         return None
+    from layerseg_merge.formats.mmseg_config import ConfigError, checked_test_scale
+
     try:
         width, height = (int(v) for v in value.split(","))
     except ValueError:
         raise click.ClickException(f"--test-scale {value}: use W,H, e.g. 1024,512") from None
-    if width <= 0 or height <= 0:
-        raise click.ClickException(f"--test-scale {value}: both sides must be positive")
+    try:
+        checked_test_scale((width, height), value)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
     return width, height
 
 

@@ -17,10 +17,18 @@ MIC repositories, with mmcv 1.x):
 The settings live in ``config.json`` under ``layerseg_mmseg.test_pipeline`` (written by
 ``layerseg import mmseg``); a directory imported before they existed gets the released
 GTA->Cityscapes configuration of its kind (:func:`pipeline_settings`).
+
+Every size the pipeline takes (img_scale, the sliding windows and their strides) is checked by
+:func:`size_problem`, at import and at eval: whole numbers of pixels, each side at most
+``MAX_SIDE`` (16384: twice an 8K UHD frame's 7680, 8x a Cityscapes image), and a network input
+(the resized image, a window) of at most ``MAX_PIXELS`` (64 Mpx, 8192 x 8192: 32x the largest
+released one, HRDA's 2048 x 1024, where the float32 logits of 19 classes alone take 5 GB per image).
 """
 
 from __future__ import annotations
 
+import math
+import reprlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,10 +42,79 @@ MMSEG_MEAN, MMSEG_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 RELEASED_SCALES = {"daformer": (1024, 512), "hrda": (2048, 1024)}
 PIPELINE_KEYS = {"img_scale", "keep_ratio", "resize", "mean", "std", "source"}
 _COEF_BITS = 11  # OpenCV INTER_RESIZE_COEF_BITS
+MAX_SIDE, MAX_PIXELS = 16384, 1 << 26  # the bounds of a size (see the module docstring)
+# What to do about a bad setting in config.json: the released settings, or a new import.
+EVAL_FIX = ("edit config.json or import the checkpoint again (released: img_scale [1024, 512] for DAFormer, "
+            "[2048, 1024] for HRDA/MIC; HRDA/MIC windows crop 1024, stride 512, hr_crop 512, hr_stride 256)")
 
 
 class PipelineError(ValueError):
     """A ``test_pipeline`` setting that cannot be followed; the message names it."""
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def size_problem(value, sides: int = 2, window: bool = True) -> str | None:
+    """Why ``value`` is not a size the test pipeline runs at (None: it is).
+
+    ``sides`` 2: [W, H]; 1: one number (a square window's side, a stride). Each side a whole number of
+    pixels from 1 to ``MAX_SIDE``; with ``window`` the network input it makes (W x H, side x side) at
+    most ``MAX_PIXELS``.
+    """
+    if sides == 1:
+        values = [value]
+    elif isinstance(value, list | tuple) and len(value) == sides:
+        values = list(value)
+    else:
+        return f"must be {sides} whole numbers of pixels"
+    if not all(_whole(v) and 1 <= v <= MAX_SIDE for v in values):
+        return f"{'each side ' if sides > 1 else ''}must be a whole number of pixels from 1 to {MAX_SIDE}"
+    pixels = math.prod(values) if sides > 1 else values[0] ** 2
+    if window and pixels > MAX_PIXELS:
+        return f"a network input of {pixels} px is more than layerseg runs ({MAX_PIXELS} px, 8192 x 8192)"
+    return None
+
+
+def shown(value) -> str:
+    """``value`` as a message shows it: its repr, shortened (a long list, a huge number)."""
+    return reprlib.repr(value)
+
+
+def checked_size(value, name: str, fix: str, sides: int = 2, window: bool = True, text: str | None = None) -> list[int]:
+    """``value`` as ``sides`` pixel sizes (see :func:`size_problem`); else a PipelineError.
+
+    The message: ``{name} {text or value}: {problem}; {fix}``, ``name`` being the file and key (or the option).
+    """
+    problem = size_problem(value, sides, window)
+    if problem:
+        raise PipelineError(f"{name} {text or shown(value)}: {problem}; {fix}")
+    return [value] if sides == 1 else list(value)
+
+
+def check_inference(inference: dict, where: str, names: dict[str, str], fix: str) -> None:
+    """The sizes and scale of ``layerseg_mmseg.inference`` (as many as it has); ``names``: how ``where`` calls them."""
+    for key in ("crop", "stride", "hr_crop", "hr_stride"):
+        if key in inference:
+            checked_size(inference[key], f"{where}: {names[key]}", fix, sides=1, window=key in ("crop", "hr_crop"))
+    for crop, stride in (("crop", "stride"), ("hr_crop", "hr_stride")):
+        if crop in inference and stride in inference and inference[stride] > inference[crop]:
+            raise PipelineError(f"{where}: {names[stride]} {inference[stride]} is more than {names[crop]} "
+                                f"{inference[crop]}: the windows would leave pixels out; {fix}")
+    value = inference.get("lr_scale", 0.5)  # HRDA only
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1):
+        raise PipelineError(f"{where}: {names['lr_scale']} {shown(value)}: must be a number in (0, 1), the scale of "
+                            f"HRDA's context pass; {fix}")
+
+
+def normalize_problem(values, key: str) -> str | None:
+    """Why ``values`` is not Normalize's ``mean`` or ``std`` (3 finite numbers, std above 0); None: it is."""
+    if not (isinstance(values, list | tuple) and len(values) == 3
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+            and all(math.isfinite(v) for v in values) and (key == "mean" or min(values) > 0)):
+        return f"must be 3 finite numbers{' above 0' if key == 'std' else ''}"
+    return None
 
 
 def released_test_pipeline(kind: str, source: str = "released GTA->Cityscapes config") -> dict:
@@ -47,7 +124,10 @@ def released_test_pipeline(kind: str, source: str = "released GTA->Cityscapes co
 
 
 def pipeline_settings(settings: dict, where: str = "config.json") -> dict:
-    """The checked ``test_pipeline`` of ``layerseg_mmseg`` settings; the released one for older imports."""
+    """The checked ``test_pipeline`` of ``layerseg_mmseg`` settings; the released one for older imports.
+
+    The sizes of ``inference`` are checked here too (their keys and types by the model that runs them).
+    """
     kind = settings.get("kind")
     stored = settings.get("test_pipeline")
     if stored is None:
@@ -60,21 +140,19 @@ def pipeline_settings(settings: dict, where: str = "config.json") -> dict:
         raise PipelineError(f"{where}: unknown key {unknown[0]!r} in layerseg_mmseg.test_pipeline; known: "
                             f"{', '.join(sorted(PIPELINE_KEYS))}")
     pipeline = {**released_test_pipeline(kind), **stored}
-    scale = pipeline["img_scale"]
-    if not (isinstance(scale, list | tuple) and len(scale) == 2 and all(isinstance(v, int) and v > 0 for v in scale)):
-        raise PipelineError(f"{where}: layerseg_mmseg.test_pipeline.img_scale must be two positive integers "
-                            f"[W, H]; got {scale!r}")
+    checked_size(pipeline["img_scale"], f"{where}: layerseg_mmseg.test_pipeline.img_scale", EVAL_FIX)
     if pipeline["resize"] != "cv2_bilinear":
         raise PipelineError(f"{where}: layerseg_mmseg.test_pipeline.resize {pipeline['resize']!r} is not supported; "
                             "use cv2_bilinear (mmcv's default)")
     if not isinstance(pipeline["keep_ratio"], bool):
         raise PipelineError(f"{where}: layerseg_mmseg.test_pipeline.keep_ratio must be true or false")
     for key in ("mean", "std"):
-        values = pipeline[key]
-        if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, int | float) for v in values)
-                and all(np.isfinite(values)) and (key == "mean" or min(values) > 0)):
-            raise PipelineError(f"{where}: layerseg_mmseg.test_pipeline.{key} must be 3 finite numbers"
-                                f"{' above 0' if key == 'std' else ''}; got {values!r}")
+        if problem := normalize_problem(pipeline[key], key):
+            raise PipelineError(f"{where}: layerseg_mmseg.test_pipeline.{key} {problem}; got {shown(pipeline[key])}")
+    inference = settings.get("inference")
+    if isinstance(inference, dict):  # its keys and types are the model's (models/mmseg_uda.py); here its bounds
+        check_inference(inference, where, {key: f"layerseg_mmseg.inference.{key}" for key in
+                                           ("crop", "stride", "hr_crop", "hr_stride", "lr_scale")}, EVAL_FIX)
     return pipeline
 
 

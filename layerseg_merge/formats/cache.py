@@ -4,9 +4,10 @@ Each entry is a model directory under ``cache_root()/mmseg/<sha256 of the .pth>-
 ``layerseg_cache.json``: the sha256 of every file of the entry (checked on each use: a damaged
 entry is imported again), the source path and the last use. Imports of one entry are serialised
 (a second merge waits for the first instead of failing). After an import the least recently
-used entries are removed until the cache fits ``LAYERSEG_CACHE_MAX_GB`` (default 20); the entries
-of the recipe being merged are kept. ``layerseg cache`` lists the entries; ``layerseg cache clear``
-removes them.
+used entries are removed until the cache fits ``LAYERSEG_CACHE_MAX_GB`` (default 20, ``inf``: no
+limit); the entries of the recipe being merged are kept. ``layerseg cache`` lists the entries;
+``layerseg cache clear`` removes them. An import's lock file (``locks/``) is removed when the import
+ends, whether it succeeded or failed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -35,17 +37,43 @@ def cache_root() -> Path:
     return Path(base) / "layerseg-merge"
 
 
-def max_bytes() -> int:
-    """The size policy: ``LAYERSEG_CACHE_MAX_GB`` (GB = 10^9 bytes; 0 keeps only the entries in use)."""
+class CacheError(ValueError):
+    """A cache that cannot be used as it is; the message names the setting or the path, and what to do."""
+
+
+def max_bytes() -> int | float:
+    """The size policy: ``LAYERSEG_CACHE_MAX_GB`` (GB = 10^9 bytes; 0 keeps only the entries in use; ``inf``, or a
+    size beyond any disk, is no limit: ``math.inf``)."""
     text = os.environ.get("LAYERSEG_CACHE_MAX_GB", str(DEFAULT_MAX_GB))
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not value >= 0:
-        raise ValueError(f"LAYERSEG_CACHE_MAX_GB={text!r} is not a size in GB >= 0; unset it for the default "
-                         f"({DEFAULT_MAX_GB:g})")
-    return int(value * 1e9)
+        raise CacheError(f"LAYERSEG_CACHE_MAX_GB={text!r} is not a size in GB >= 0 (or inf, no limit); unset it for "
+                         f"the default ({DEFAULT_MAX_GB:g})")
+    return int(value * 1e9) if math.isfinite(value * 1e9) else math.inf
+
+
+def _not_a_folder(path: Path) -> CacheError:
+    """The refusal of a cache whose ``path`` (or a folder above it) is not a folder."""
+    blocking = next((p for p in [*reversed(path.parents), path] if os.path.lexists(p) and not p.is_dir()), path)
+    needed = "" if blocking == path else f" ({path})"
+    return CacheError(f"{blocking} is a file where the import cache needs a folder{needed}; move or remove it, or "
+                      "set LAYERSEG_CACHE to another folder")
+
+
+def folder(name: str, create: bool = False) -> Path:
+    """``cache_root() / name``, created if missing (``create``); a CacheError where a file stands in its way."""
+    path = cache_root() / name
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        elif any(os.path.lexists(place) and not place.is_dir() for place in (cache_root(), path)):
+            raise FileExistsError(path)
+    except (FileExistsError, NotADirectoryError):
+        raise _not_a_folder(path) from None
+    return path
 
 
 def is_checkpoint_file(path: str) -> bool:
@@ -102,14 +130,21 @@ def is_cache_entry(path: Path) -> bool:
 
 @contextlib.contextmanager
 def _serialised(target: Path) -> Iterator[None]:
-    """One import of ``target`` at a time, across processes (a second one waits)."""
-    locks = cache_root() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(locks / f"{target.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    """One import of ``target`` at a time, across processes (a second one waits); the lock file is removed after."""
+    from layerseg_merge.output import _same_file
+
+    lock = folder("locks", create=True) / f"{target.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        if _same_file(fd, lock):  # else the holder we waited for removed it: lock the next one
+            break
+        os.close(fd)
+    try:
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)  # while locked: a waiter finds it gone and retries
         os.close(fd)
 
 
@@ -123,7 +158,7 @@ def imported_dir(checkpoint: str | Path, weights: str = "student", log=lambda me
         raise MmsegError(f"checkpoint {checkpoint} not found (relative paths are resolved from the current "
                          f"directory, {os.getcwd()})")
     max_bytes()  # a bad LAYERSEG_CACHE_MAX_GB fails before the import
-    target = cache_root() / "mmseg" / f"{content_hash(checkpoint)[:32]}-{weights}"
+    target = folder("mmseg") / f"{content_hash(checkpoint)[:32]}-{weights}"
     with _serialised(target):
         problem = damage(target) if target.exists() else "missing"
         if problem is None:
@@ -132,17 +167,17 @@ def imported_dir(checkpoint: str | Path, weights: str = "student", log=lambda me
             if problem != "missing":
                 log(f"cache entry {target} is damaged ({problem}); importing {checkpoint} again")
             imported = convert(checkpoint, weights)
-            log(f"{checkpoint}: {imported.found.describe()}; imported into {target}")
             with StagedOutput(target, "dir", overwrite=True, log=log, replaceable=is_cache_entry) as staged:
                 write_model_dir(imported, staged.staging)
                 _write_manifest(staged.staging, str(checkpoint.resolve()))
                 staged.commit()
+            log(f"{checkpoint}: {imported.found.describe()}; imported into {target}")
     return target
 
 
 def entries() -> list[Entry]:
     """The cache's entries, most recently used first."""
-    root = cache_root() / "mmseg"
+    root = folder("mmseg")
     found = []
     for path in sorted(root.iterdir()) if root.is_dir() else []:
         if is_cache_entry(path):

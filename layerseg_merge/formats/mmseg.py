@@ -150,6 +150,17 @@ class Detected:
         return f"{KIND_NAMES[self.kind]} on {mit}, {self.num_classes} classes"
 
 
+# Name prefixes (no UDA prefix) that only one kind's head has, in the order they decide: EDAPS also has a DAFormer
+# decode_head, and an mmseg SegFormerHead an (unused) conv_seg. A head with some of them is that kind's, and what
+# it lacks is named (check_complete), rather than an "unknown layout".
+_HEAD_MARKERS = (
+    ("edaps", ("rpn_head.", "roi_head.", "neck.")),
+    ("hrda", ("decode_head.scale_attention.", "decode_head.head.")),
+    ("segformer", ("decode_head.linear_fuse.", "decode_head.linear_pred.", "decode_head.linear_c")),
+    ("daformer", ("decode_head.embed_layers.", "decode_head.fuse_layer.", "decode_head.conv_seg.")),
+)
+
+
 def _size(state: dict, candidates) -> int | None:
     """``shape[dim]`` of the first (name, dim) of ``candidates`` present in ``state``."""
     return next((int(state[name].shape[dim]) for name, dim in candidates
@@ -182,17 +193,15 @@ def detect(state: dict, path: str | Path, prefix: str = "") -> Detected:
               for s in stages]
     mlps = tuple(h // dim if h else 4 for h, dim in zip(hidden, dims))
     names = set(state)
-    if any(k.startswith(("rpn_head.", "roi_head.")) for k in names):
-        kind, head = "edaps", "decode_head."
-    elif any(k.startswith("decode_head.scale_attention.") for k in names):
-        kind, head = "hrda", "decode_head.head."
-    elif any(k.startswith("decode_head.linear_fuse.") for k in names):
-        kind, head = "segformer", None
-    elif "decode_head.conv_seg.weight" in names and any(k.startswith("decode_head.embed_layers.") for k in names):
-        kind, head = "daformer", "decode_head."
-    else:
-        raise MmsegError(f"{path}: unknown layout: a MiT backbone, but no DAFormer, HRDA, EDAPS or SegFormer head "
-                         "(decode_head.embed_layers / scale_attention / linear_fuse, rpn_head)")
+    kind = next((kind for kind, markers in _HEAD_MARKERS if any(k.startswith(markers) for k in names)), None)
+    if kind is None:
+        others = sorted(k for k in names if not k.startswith("backbone."))
+        held = f"its other tensors: {', '.join(prefix + k for k in others[:3])}{' ...' if len(others) > 3 else ''}" \
+            if others else "no other tensors"
+        raise MmsegError(f"{path}: unknown layout: a MiT backbone, but no tensor of a DAFormer, HRDA, EDAPS or "
+                         f"SegFormer head ({', '.join(f'{m}*' for _, markers in _HEAD_MARKERS for m in markers)}); "
+                         f"{held}; expected a DAFormer, HRDA, MIC, EDAPS or SegFormer checkpoint")
+    head = {"edaps": "decode_head.", "hrda": "decode_head.head.", "segformer": None, "daformer": "decode_head."}[kind]
     if head is None:
         classifier = "decode_head.linear_pred"
         classes = _size(state, [(f"{classifier}.weight", 0), (f"{classifier}.bias", 0)])
@@ -206,10 +215,13 @@ def detect(state: dict, path: str | Path, prefix: str = "") -> Detected:
                                 (f"{attention}conv_seg.weight", 0)])
         channels = _size(state, [(f"{classifier}.weight", 1), (f"{head}embed_layers.0.proj.weight", 0),
                                  (f"{attention}conv_seg.weight", 1)])
-        fusion = "aspp" if any(k.startswith(f"{head}fuse_layer.aspp_modules.") for k in names) else "conv1"
-    if classes is None or channels is None:
+        conv1 = (f"{head}fuse_layer.conv.", f"{head}fuse_layer.bn.")  # else the released ASPP (also when missing)
+        fusion = "conv1" if any(k.startswith(conv1) for k in names) else "aspp"
+    found = Detected(kind, dims, depths, srs, mlps, classes or 1, channels or 1, fusion)
+    if classes is None or channels is None:  # the names do not depend on these sizes: name every missing tensor
+        check_complete(state, found, path, prefix)
         raise incomplete(path, kind, prefix, [f"{classifier}.weight", f"{classifier}.bias"])
-    return Detected(kind, dims, depths, srs, mlps, classes, channels, fusion)
+    return found
 
 
 _MIT_BLOCK_PARTS = ("norm1", "attn.q", "attn.kv", "attn.proj", "attn.sr", "attn.norm", "norm2", "mlp.fc1",
@@ -433,7 +445,7 @@ def convert(path: str | Path, weights: str = "student", num_heads: tuple[int, ..
     test, notes = None, []
     if found.kind in ("daformer", "hrda"):
         try:
-            pipeline, inference, notes = read_test_settings(found.kind, meta, config_file, test_scale)
+            pipeline, inference, notes = read_test_settings(found.kind, meta, config_file, test_scale, path)
         except ConfigError as error:
             raise MmsegError(str(error)) from error
         test = (pipeline, inference)

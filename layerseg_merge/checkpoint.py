@@ -231,6 +231,9 @@ def read_config(model_dir: str | Path) -> dict:
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); fix or re-save "
                               "the model") from error
+    except RecursionError as error:
+        raise CheckpointError(f"{path}: nested more deeply than a model config is (the JSON parser gave up); fix "
+                              "or re-save the model") from error
     if not isinstance(config, dict) or "model_type" not in config:
         raise CheckpointError(f"{path}: no `model_type`; re-save the model with save_pretrained()")
     return config

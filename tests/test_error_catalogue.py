@@ -49,12 +49,15 @@ def test_broken_weights_are_named(tmp_path, segformers, copy_of, damage, message
 @pytest.mark.parametrize("content,message", [
     ("{ not json", "config.json: not valid JSON"),
     (json.dumps({"architectures": ["SegformerForSemanticSegmentation"]}), "config.json: no `model_type`"),
+    ("[" * 100000 + "]" * 100000, "config.json: nested more deeply than a model config is"),
 ])
 def test_broken_config_is_named(tmp_path, segformers, copy_of, content, message):
     broken = copy_of()
     (broken / "config.json").write_text(content)
     recipe = write_recipe(tmp_path / "r.yaml", [segformers[0], broken], segformers[0])
     assert_one_line_error(run("merge", recipe, tmp_path / "out"), str(broken), message)
+    data = semantic_folder(tmp_path / "data", count=1)
+    assert_one_line_error(run("eval", broken, "--data", f"folder:{data}", "--workers", "0"), str(broken), message)
 
 
 def test_missing_model_path_says_how_relative_paths_resolve(tmp_path, segformers, monkeypatch):

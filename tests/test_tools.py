@@ -153,7 +153,7 @@ def test_unsupervised_sweep_ranks_without_labels(tmp_path, models):
     recipe = write_recipe(tmp_path / "r.yaml", models, models[0])
     result = run("sweep", recipe, "--data", f"images:{images}", "--unsupervised", "--out", tmp_path / "sweep",
                  "--device", "cpu", "--workers", "0", "--grid", "uniform_until=0,1", "--grid", "anchor_max=1",
-                 "--grid", "schedule=linear", "--grid", "anchor=0")
+                 "--grid", "schedule=linear", "--grid", "anchor=0", "--cache-gb", "inf")  # inf: no limit
     assert result.exit_code == 0, result.output
     found = json.loads((tmp_path / "sweep" / "candidates.json").read_text())
     assert found["metric"] == "label-free score (agreement - entropy)"

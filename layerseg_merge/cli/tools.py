@@ -107,7 +107,7 @@ def _search_options():
                      help="rank without labels (entropy, agreement with the ensemble)"),
         click.option("--cache-gb", type=click.FloatRange(min=0), default=8.0, show_default=True,
                      help="keep the decoded validation data in memory up to this size (per process; 0: decode per "
-                     "candidate)")])
+                     "candidate; inf: no limit)")])
 
 
 @click.command("sweep")

@@ -31,7 +31,7 @@ class CachedBatches:
     ``positions`` are the samples' indices in the whole dataset (of ``total`` samples), in batch order.
     """
 
-    def __init__(self, dataset, batch_size: int, workers: int, pin: bool, budget: int,
+    def __init__(self, dataset, batch_size: int, workers: int, pin: bool, budget: float,
                  positions: list[int], total: int, log: Callable[[str], None] = lambda message: None):
         self.dataset, self.batch_size, self.workers, self.pin = dataset, batch_size, workers, pin
         self.budget, self.positions, self.total, self.log = budget, positions, total, log

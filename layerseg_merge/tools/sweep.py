@@ -197,7 +197,7 @@ def run_sweep(setup: Setup, on: DataOptions, search: SweepOptions = SweepOptions
             check_classes(ModelInfo.from_dir(setup.dirs[anchor]), dataset, task, setup.models[anchor])
     positions = list(range(rank, len(dataset), world))
     batches = CachedBatches(shard(dataset, rank, world), infer.batch_size, on.workers, chosen.type == "cuda",
-                            int(search.cache_gb * 2**30), positions, len(dataset), log)
+                            search.cache_gb * 2**30, positions, len(dataset), log)
     models = AnchorModels(setup.dirs, infer)
     ensemble = None
     if unsupervised:

@@ -11,12 +11,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from layerseg_merge.recipe_yaml import RecipeFile
+
 if TYPE_CHECKING:
     import torch
     from mergekit.config import MergeConfiguration
     from mergekit.options import MergeOptions
 
-Recipe = str | Path | Mapping
+Recipe = str | Path | Mapping | RecipeFile
 
 
 class MergeFailed(RuntimeError):
@@ -24,19 +26,32 @@ class MergeFailed(RuntimeError):
 
 
 def _read(recipe: Recipe, log: Callable[[str], None]) -> tuple[MergeConfiguration, str | None, str | None]:
-    """The checked configuration, its source text and the recipe file (None for a mapping)."""
-    from layerseg_merge.recipe import load_recipe, parse_recipe
+    """The checked configuration, its source text and the recipe file (None for a mapping); a file is read
+    once (a pipe or ``/dev/stdin`` gives its text only once)."""
+    from layerseg_merge.recipe import parse_recipe
 
     if isinstance(recipe, Mapping):
         return parse_recipe(recipe, "recipe", import_checkpoints=True, log=log), None, None
-    config, source = load_recipe(recipe, import_checkpoints=True, log=log)
-    return config, source, str(recipe)
+    if not isinstance(recipe, RecipeFile):
+        recipe = RecipeFile.read(recipe)
+    return parse_recipe(recipe.data, recipe.path, import_checkpoints=True, log=log), recipe.source, recipe.path
 
 
 def _options(options: MergeOptions | None) -> MergeOptions:
+    """``options`` for a vision merge, its device checked."""
     from mergekit.options import MergeOptions
 
+    from layerseg_merge.errors import option
+
     options = options or MergeOptions()
+    device = str(options.device or "cpu")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():  # else torch fails later with a bare AssertionError
+            raise ValueError(f"{option('--cuda / --device cuda', f'MergeOptions(device={device!r})')} asked for, "
+                             "but this machine has no CUDA device torch can use; "
+                             f"{option('drop the option', 'leave device out')} to merge on the CPU")
     # Vision checkpoints have no tokenizer to copy (mergekit would log a traceback trying).
     return options.model_copy(update={"copy_tokenizer": False})
 
@@ -55,7 +70,7 @@ def check_output_names(out: Path, anchor: str) -> None:
 def merge(recipe: Recipe, out: str | Path, *, overwrite: bool = False, options: MergeOptions | None = None,
           recalibrate: str | None = None, recalibrate_images: int | None = None,
           log: Callable[[str], None] = lambda message: None) -> Path:
-    """Merge the models of ``recipe`` (a file or a mapping) into ``out``, safely; returns ``out``.
+    """Merge the models of ``recipe`` (a file, read once, or a mapping) into ``out``, safely; returns ``out``.
 
     The result is written beside ``out`` and moved into place in one step only when the merge
     succeeded; ``out`` may not be or hold an input, the current directory or the recipe's folder;
@@ -66,14 +81,15 @@ def merge(recipe: Recipe, out: str | Path, *, overwrite: bool = False, options: 
     from mergekit.merge import run_merge
 
     from layerseg_merge import METHOD_NAME
+    from layerseg_merge.errors import option
     from layerseg_merge.eval.options import DataOptions, InferenceOptions
     from layerseg_merge.hub import is_hub_id, resolve_model_path
     from layerseg_merge.output import StagedOutput
 
     out = str(out)
     target = DataOptions(recalibrate, limit=recalibrate_images) if recalibrate else None  # checked before the work
-    config, source, recipe_file = _read(recipe, log)
     options = _options(options)
+    config, source, recipe_file = _read(recipe, log)
     options.apply_global_options()
     inputs = [resolve_model_path(m.model.path, m.model.revision) if is_hub_id(m.model.path) else m.model.path
               for m in config.referenced_models()]
@@ -85,8 +101,8 @@ def merge(recipe: Recipe, out: str | Path, *, overwrite: bool = False, options: 
 
         if anchor_dir is None or not Path(anchor_dir, "config.json").is_file() or \
                 ModelInfo.from_dir(anchor_dir).mmseg is None:
-            raise MergeFailed(f"{out} ends in .pth, but the anchor {anchor} is not an mmseg checkpoint; "
-                              "give a folder as OUT (or anchor the merge on an imported .pth)")
+            raise MergeFailed(f"{out} ends in .pth, but the anchor {anchor} is not an mmseg checkpoint; give a folder "
+                              f"as {option('OUT', 'out')} (or anchor the merge on an imported .pth)")
     with StagedOutput(out, "file" if to_checkpoint else "dir", overwrite=overwrite, inputs=inputs,
                       recipe=recipe_file, log=log) as staged:
         merged = staged.workdir() if to_checkpoint else staged.staging
@@ -127,8 +143,8 @@ def merge_in_memory(recipe: Recipe, options: MergeOptions | None = None,
     from layerseg_merge import mergekit_compat
     from layerseg_merge.method import checked_out_cast
 
-    config, _, _ = _read(recipe, log)
     options = _options(options)
+    config, _, _ = _read(recipe, log)
     options.apply_global_options()
     arch_info = get_architecture_info(config, options)
     LoaderCache().setup(options=options)

@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from layerseg_merge.models.info import ModelInfo
 
 PLOT_FILE = "coefficients.png"
 
@@ -25,13 +29,44 @@ def hub_ids(models: Sequence[str]) -> list[str]:
     return sorted({name for name in names if is_hub_id(name)})
 
 
+def library_name(info: ModelInfo | None) -> str:
+    """The Hub's ``library_name``: ``transformers`` unless the model is an imported mmseg one with its own heads,
+    which transformers would load with a random head (the Hub assumes transformers for a folder with a
+    config.json that names no other library)."""
+    return "layerseg-merge" if info is not None and info.imported_heads else "transformers"
+
+
+def loading_section(info: ModelInfo | None, name: str) -> str:
+    """How to run an imported mmseg model with its own heads, for its card; empty for transformers models."""
+    if info is None or not info.imported_heads:
+        return ""
+    if info.mmseg_kind == "edaps":
+        run = ("`layerseg eval` cannot run it either (transformers has no Mask R-CNN counterpart): export it back to "
+               "an mmseg checkpoint and evaluate that with EDAPS's repository:\n\n```bash\n"
+               f"layerseg export mmseg path/to/{name} {name}.pth\n```\n")
+    else:
+        run = ("evaluate it with `layerseg eval` (mmseg's test pipeline and the repository's test procedure), or "
+               "export it back to an mmseg checkpoint for the repository's own tools:\n\n```bash\n"
+               f"layerseg eval path/to/{name} --data cityscapes:/data/cityscapes\n"
+               f"layerseg export mmseg path/to/{name} {name}.pth\n```\n")
+    return f"""
+## How to load it
+
+An imported mmsegmentation model (`{info.architecture}` in `config.json`): its MiT backbone is stored
+under transformers' SegFormer names, its heads under mmseg's. Do not load it with transformers' Auto
+classes: `AutoModelForSemanticSegmentation.from_pretrained` builds a SegFormer whose decode head is
+randomly initialised (this model's head tensors are left unused), without an error. With
+layerseg-merge installed, {run}"""
+
+
 def card_text(models: Sequence[str], anchor: str, recipe_yaml: str, task: str | None,
-              name: str, plot: bool) -> str:
-    """README.md of a merged model: YAML front matter plus a short description."""
+              name: str, plot: bool, info: ModelInfo | None = None) -> str:
+    """README.md of a merged model: YAML front matter plus a short description (``info``: the output's, which
+    says how to run an imported mmseg model)."""
     tags = ["image-segmentation", "mergekit", "merge", "layerseg-merge", "layerwise_seg"]
     if task:
         tags.append(f"{task}-segmentation")
-    metadata: dict = {"library_name": "transformers", "pipeline_tag": "image-segmentation", "tags": tags}
+    metadata: dict = {"library_name": library_name(info), "pipeline_tag": "image-segmentation", "tags": tags}
     bases = hub_ids(models)
     if bases:
         metadata["base_model"] = bases
@@ -50,7 +85,7 @@ are averaged, the late layers and the heads are biased toward the anchor
 (Alcover-Couso et al., *Layer-wise Model Merging for Unsupervised Domain Adaptation in
 Segmentation Tasks*, 2024, [arXiv:2409.15813](https://arxiv.org/abs/2409.15813)). The output has
 the anchor's architecture, config, image processor and heads.
-
+{loading_section(info, name)}
 ## Models merged
 
 {listed}
@@ -103,16 +138,17 @@ def write_card(out_dir: str | Path, models: Sequence[str], anchor: str, recipe_y
                records: Mapping[str, tuple[str, float | None, Mapping[str, float]]]) -> str:
     """Write the coefficient plot (when coefficients were recorded) and return the card text."""
     out_dir = Path(out_dir)
-    task = None
+    info = None
     if (out_dir / "config.json").exists():
         from layerseg_merge.models.info import ModelInfo
 
-        task = ModelInfo.from_dir(out_dir).task
+        info = ModelInfo.from_dir(out_dir)
     if records:
         plot_coefficients(records, out_dir / PLOT_FILE, anchor)
     from layerseg_merge.output import staged_name
 
-    return card_text(models, anchor, recipe_yaml, task, staged_name(out_dir.name) or out_dir.name, plot=bool(records))
+    name = staged_name(out_dir.name) or out_dir.name
+    return card_text(models, anchor, recipe_yaml, info.task if info else None, name, plot=bool(records), info=info)
 
 
 def front_matter(text: str) -> tuple[dict, str]:
@@ -174,8 +210,12 @@ def add_eval_result(model_dir: str | Path, report: dict, data: str, split: str) 
     if path.exists():
         card = ModelCard.load(path, ignore_metadata_errors=True)
     else:
-        metadata = ModelCardData(library_name="transformers", pipeline_tag="image-segmentation")
-        card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n# {Path(model_dir).resolve().name}\n")
+        from layerseg_merge.models.info import ModelInfo
+
+        info = ModelInfo.from_dir(model_dir) if (Path(model_dir) / "config.json").is_file() else None
+        name = Path(model_dir).resolve().name
+        metadata = ModelCardData(library_name=library_name(info), pipeline_tag="image-segmentation")
+        card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n# {name}\n{loading_section(info, name)}")
     dataset_type, dataset_name, dataset_config = _dataset(data)
     subset = str(len(report["classes"])) if report.get("classes") else ""
     if "All" in report:

@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import signal
@@ -17,12 +18,18 @@ from pathlib import Path
 
 import click
 
+_IN_COMMAND = contextvars.ContextVar("layerseg_command", default=False)  # set while a `layerseg` command runs
+
 
 def one_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def option(flag: str, argument: str) -> str:
+    """An option as the user gave it, for messages: ``flag`` (``--overwrite``) while a ``layerseg`` command runs,
+    ``argument`` (``overwrite=True``) when the Python API was called."""
+    return flag if _IN_COMMAND.get() else argument
 
 
 def user_path(path: str | os.PathLike) -> str:
@@ -76,7 +83,9 @@ EXPECTED = (ValueError, OSError, RuntimeError, KeyError)
 
 @contextlib.contextmanager
 def reported(action: str, expected: tuple[type[BaseException], ...] = EXPECTED) -> Iterator[None]:
-    """Turn exceptions into one-line ``click`` errors (exit 1); Ctrl-C and SIGTERM exit 130 / 143."""
+    """Turn exceptions into one-line ``click`` errors (exit 1); Ctrl-C and SIGTERM exit 130 / 143. Messages
+    inside name options as command-line flags (:func:`option`)."""
+    command = _IN_COMMAND.set(True)
     try:
         yield
     except click.ClickException:
@@ -102,6 +111,8 @@ def reported(action: str, expected: tuple[type[BaseException], ...] = EXPECTED) 
             raise click.ClickException(describe(error, action)) from error
         raise click.ClickException(f"{action} failed: {type(error).__name__}: {one_line(error)} "
                                    "(unexpected; set LAYERSEG_DEBUG=1 for the traceback and report it)") from error
+    finally:
+        _IN_COMMAND.reset(command)
 
 
 class CheckpointError(ValueError):

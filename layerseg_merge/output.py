@@ -14,7 +14,10 @@ Every command that writes a model directory or a checkpoint file goes through
   target holds the complete old or the complete new result;
 * a lock beside the target refuses a second writer; staging is removed on errors,
   SIGINT and SIGTERM, and stale staging left by a killed process is removed (with a
-  message) by the next run; new folders follow the umask.
+  message) by the next run; new folders follow the umask;
+* a process forked while an output is written (a DataLoader worker) is a helper: it
+  holds no lock (a killed writer's lock is free at once, whatever its workers do) and
+  leaves Ctrl-C to the writer.
 
 Written here rather than taken from a library: atomic *directory* replacement and
 the refusal rules are not offered by the standard library or by mergekit.
@@ -46,6 +49,12 @@ WEIGHT_FILES = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors|pytorch_model(-
 
 class OutputError(Exception):
     """An output path that cannot be written safely; the message names it and what to do."""
+
+
+def _overwrite() -> str:
+    from layerseg_merge.errors import option
+
+    return option("--overwrite", "overwrite=True")
 
 
 class Interrupted(BaseException):
@@ -154,14 +163,14 @@ def check_replaceable(target: Path, overwrite: bool, kind: str,
         if not any(os.scandir(target)):
             return
         if not overwrite:
-            raise OutputError(f"{target} is not empty; pass --overwrite to replace a previous model output there")
+            raise OutputError(f"{target} is not empty; pass {_overwrite()} to replace a previous model output there")
         if not replaceable(target):
             if replaceable is not is_model_output:
                 raise OutputError(f"{target} holds files this command did not write; choose another output or "
                                   "empty it yourself")
             extra = sorted(n for n in os.listdir(target) if not MODEL_OUTPUT_FILES.fullmatch(n))
             what = f"holds {extra[0]!r}, which" if extra else "lacks config.json or weights, so it"
-            raise OutputError(f"{target} {what} is not part of a model output; --overwrite replaces only a "
+            raise OutputError(f"{target} {what} is not part of a model output; {_overwrite()} replaces only a "
                               "previous model output; choose another output or empty it yourself")
         if not os.access(target, os.W_OK | os.X_OK):
             raise OutputError(f"{target} cannot be replaced (no write permission on it); choose another output")
@@ -169,9 +178,9 @@ def check_replaceable(target: Path, overwrite: bool, kind: str,
     if target.is_dir():
         raise OutputError(f"{target} is a folder; give a file path for the output")
     if not overwrite:
-        raise OutputError(f"{target} exists; pass --overwrite to replace it")
+        raise OutputError(f"{target} exists; pass {_overwrite()} to replace it")
     if not _is_checkpoint_file(target):
-        raise OutputError(f"{target} is not a checkpoint file; --overwrite replaces only a previous output")
+        raise OutputError(f"{target} is not a checkpoint file; {_overwrite()} replaces only a previous output")
 
 
 _LIBC = None
@@ -221,6 +230,29 @@ def _terminate_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+_HELD_LOCKS: set[int] = set()  # the lock descriptors of the outputs this process is writing
+
+
+def _forked_helper() -> None:
+    """In a child forked while outputs are written (a DataLoader worker): drop the inherited lock descriptors,
+    so that the lock lives and dies with the writer alone (killed, its lock is free at once; closing a copy
+    leaves the writer's lock held), and leave Ctrl-C to the writer, which stops its helpers (a helper
+    interrupted while it started printed a traceback, or ran the writer's handlers); SIGTERM gets its default
+    back instead of the writer's cleanup handler."""
+    if not _HELD_LOCKS:
+        return
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_forked_helper)
+
+
 def _is_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -258,6 +290,7 @@ class StagedOutput:
         self.inputs, self.recipe = list(inputs), recipe
         self.staging: Path = self.target  # set on entry
         self._lock_fd: int | None = None
+        self._owner = os.getpid()
         self._created_parents: list[Path] = []
         self._committed = False
         self._workdirs: list[Path] = []
@@ -298,6 +331,8 @@ class StagedOutput:
         return folder
 
     def __exit__(self, kind, error, traceback) -> None:
+        if os.getpid() != self._owner:  # a forked child leaving the writer's block: nothing here is its own
+            return
         try:
             for folder in self._workdirs:
                 _remove(folder)
@@ -344,7 +379,7 @@ class StagedOutput:
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
                 if holder.isdigit() and not _is_running(int(holder)) and _same_file(fd, lock):
-                    # The writer died; a child it forked (a DataLoader worker) still holds the lock.
+                    # The writer died; a process it passed the lock's descriptor to still holds the lock.
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(lock)
                     os.close(fd)
@@ -357,11 +392,13 @@ class StagedOutput:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, str(os.getpid()).encode(), 0)
                 self._lock_fd, self._lock_path = fd, lock
+                _HELD_LOCKS.add(fd)
                 return
             os.close(fd)
 
     def _release(self) -> None:
         if self._lock_fd is not None:
+            _HELD_LOCKS.discard(self._lock_fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._lock_path)
             os.close(self._lock_fd)

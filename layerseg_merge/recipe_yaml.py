@@ -8,6 +8,7 @@ walks the result hang) and overflows Python's stack on deep nesting. Here each i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,21 @@ def read_recipe_file(path: str | Path) -> tuple[dict, str]:
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping with merge_method, models, ...")
     return data, source
+
+
+@dataclass(frozen=True)
+class RecipeFile:
+    """A recipe file read once: its path, mapping and source text (a pipe or ``/dev/stdin`` can be read only
+    once, so whoever reads it first passes this on)."""
+
+    path: str
+    data: dict
+    source: str
+
+    @classmethod
+    def read(cls, path: str | Path) -> RecipeFile:
+        data, source = read_recipe_file(path)
+        return cls(str(path), data, source)
 
 
 def replace_model_paths(data: dict, replace) -> None:

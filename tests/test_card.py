@@ -172,3 +172,56 @@ def test_a_second_recalibration_replaces_the_first_section(tmp_path):
     assert "on 16 images of `acdc:/a,night` (split `val`), in 2 batches;" in body
     assert "evaluation metric" not in body  # the second one found none left to remove
     assert note_recalibration(tmp_path / "nothing", "images:/x", "val", 1, 1) is None
+
+
+def test_a_merge_of_imported_mmseg_models_does_not_claim_transformers(tmp_path):
+    """transformers would load it as a SegFormer with a random head and no error: the card says how to run it."""
+    from conftest import run_in_process
+    from mmseg_reference import import_, small_checkpoint
+    from transformers import AutoModelForSemanticSegmentation
+
+    hrda, daformer = (import_(small_checkpoint(tmp_path, kind, seed=seed)[0], tmp_path / kind)[0]
+                      for kind, seed in (("hrda", 1), ("daformer", 2)))
+    for anchor in (hrda, daformer):
+        out = run_in_process(write_recipe(tmp_path / "r.yaml", [hrda, daformer], anchor), tmp_path / f"m-{anchor.name}")
+        metadata, body = card(out)
+        assert metadata["library_name"] == "layerseg-merge" and metadata["pipeline_tag"] == "image-segmentation"
+        architecture = json.loads((out / "config.json").read_text())["architectures"][0]
+        section = body[body.index("## How to load it"):body.index("## Models merged")]
+        assert f"`{architecture}` in `config.json`" in section and "randomly initialised" in section
+        assert f"layerseg eval path/to/{out.name} --data" in section
+        assert f"layerseg export mmseg path/to/{out.name} {out.name}.pth" in section
+    # what the card warns about: transformers loads the backbone and leaves the head random, without an error
+    _, loading = AutoModelForSemanticSegmentation.from_pretrained(out, output_loading_info=True)
+    assert any(key.startswith("decode_head.") for key in loading["unexpected_keys"])
+    assert any(key.startswith("decode_head.") for key in loading["missing_keys"])
+
+
+def test_eval_card_of_an_imported_model_does_not_claim_transformers(tmp_path, segformers):
+    from mmseg_reference import import_, small_checkpoint
+
+    from layerseg_merge.card import add_eval_result
+
+    imported, _ = import_(small_checkpoint(tmp_path, "daformer")[0], tmp_path / "daformer")
+    add_eval_result(imported, SEMANTIC, "cityscapes:/c", "val")
+    metadata, body = card(imported)
+    assert metadata["library_name"] == "layerseg-merge" and "## How to load it" in body
+    plain = tmp_path / "plain"
+    shutil.copytree(segformers[0], plain)
+    add_eval_result(plain, SEMANTIC, "cityscapes:/c", "val")
+    metadata, body = card(plain)
+    assert metadata["library_name"] == "transformers" and "How to load it" not in body
+
+
+def test_a_transformers_anchor_keeps_transformers_among_imported_inputs(tmp_path):
+    from conftest import run_in_process
+    from helpers import save_model, tiny_segformer_config
+    from mmseg_reference import import_, small_checkpoint
+    from transformers import SegformerForSemanticSegmentation
+
+    config = tiny_segformer_config(hidden_sizes=[8, 16, 40, 64], num_attention_heads=[1, 2, 5, 8], num_labels=19)
+    segformer = save_model(SegformerForSemanticSegmentation, config, tmp_path / "segformer", seed=1)  # MiT of SMALL
+    hrda, _ = import_(small_checkpoint(tmp_path, "hrda", seed=2)[0], tmp_path / "hrda")
+    out = run_in_process(write_recipe(tmp_path / "r.yaml", [segformer, hrda], segformer), tmp_path / "out")
+    metadata, body = card(out)
+    assert metadata["library_name"] == "transformers" and "How to load it" not in body

@@ -300,36 +300,66 @@ def test_plain_mergekit_yaml_refuses_an_input_as_output(tmp_path, segformers, in
     assert f"output {segformers[1]} is the input {segformers[1]}" in text
 
 
-# A writer killed with SIGKILL while a child it forked (a DataLoader worker) still runs and holds the lock's fd.
+# A writer killed with SIGKILL while a child of it still runs: one it forked (a DataLoader worker) or a program it
+# started with the lock's descriptor (which keeps the lock, as any process holding that descriptor does).
 KILLED_WITH_A_LIVE_CHILD = """
-import os, signal, sys, time
+import os, signal, subprocess, sys, time
 from pathlib import Path
 import layerseg_merge.output as output
 with output.StagedOutput(Path(sys.argv[1]), overwrite=True) as staged:
-    child = os.fork()
-    if child == 0:
-        os.close(1), os.close(2)
-        time.sleep(60)
-        os._exit(0)
+    if sys.argv[2] == "forked":
+        child = os.fork()
+        if child == 0:
+            os.close(1), os.close(2)
+            time.sleep(60)
+            os._exit(0)
+    else:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=[staged._lock_fd],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid
     print(child, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_a_lock_left_by_a_killed_writer_with_live_workers_is_taken_over(tmp_path):
+@pytest.mark.parametrize("child", ["forked", "given the lock's descriptor"])
+def test_a_lock_left_by_a_killed_writer_with_a_live_child_is_free(tmp_path, child):
     target = tmp_path / "out"
-    process = subprocess.run([sys.executable, "-c", KILLED_WITH_A_LIVE_CHILD, str(target)], capture_output=True,
-                             text=True, timeout=60)
+    process = subprocess.run([sys.executable, "-c", KILLED_WITH_A_LIVE_CHILD, str(target), child],
+                             capture_output=True, text=True, timeout=60)
     assert process.returncode == -signal.SIGKILL
     worker = int(process.stdout.split()[0])
     try:
-        os.kill(worker, 0)  # the worker still runs and still holds the lock
+        os.kill(worker, 0)  # the child still runs
         notices = []
         with StagedOutput(target, overwrite=True, log=notices.append) as staged:
             (staged.staging / "config.json").write_text("{}")
             (staged.staging / "model.safetensors").write_text("new")
             staged.commit()
-        assert any("removed the lock of process" in n and "which no longer runs" in n for n in notices), notices
+        taken_over = [n for n in notices if "removed the lock of process" in n and "which no longer runs" in n]
+        assert len(taken_over) == (child != "forked"), notices  # a forked child never held the lock
         assert (target / "model.safetensors").read_text() == "new"
     finally:
         os.kill(worker, signal.SIGKILL)
+
+
+# A child forked inside the writer's block that leaves it (an exception raised in the child, as a Ctrl-C that
+# reached a starting DataLoader worker once did): the staging and the lock are the writer's, not the child's.
+CHILD_LEAVING_THE_BLOCK = """
+import os, sys
+from pathlib import Path
+import layerseg_merge.output as output
+with output.StagedOutput(Path(sys.argv[1])) as staged:
+    child = os.fork()
+    if child == 0:
+        staged.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+        os._exit(0)
+    os.waitpid(child, 0)
+    print(staged.staging.is_dir(), staged._lock_path.exists(), flush=True)
+"""
+
+
+def test_a_forked_child_leaving_the_block_leaves_the_writers_output_alone(tmp_path):
+    result = subprocess.run([sys.executable, "-c", CHILD_LEAVING_THE_BLOCK, str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["True", "True"], result.stderr  # staging and lock still there
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the writer cleaned up on leaving

@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -27,19 +29,27 @@ def decoder(monkeypatch):
     images.png_decoder.cache_clear()
 
 
+def blocks(rng, shape, high, size=8):
+    """Random values in blocks of ``size`` x ``size`` pixels: they compress as label and panoptic PNGs do."""
+    cells = rng.integers(0, high, (-(-shape[0] // size), -(-shape[1] // size), *shape[2:]), dtype=np.int64)
+    return cells.repeat(size, 0).repeat(size, 1)[:shape[0], :shape[1]]
+
+
 def write_kinds(root):
     """PNGs (and a JPEG) of the kinds datasets use, written by Pillow; name -> (path, fast path expected)."""
     rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    grey = rng.integers(0, 256, (37, 53), dtype=np.uint8)
-    ids = rng.integers(0, 2**24, (23, 31))
+    rgb = blocks(rng, (37, 53, 3), 256).astype(np.uint8)
+    grey = blocks(rng, (37, 53), 256).astype(np.uint8)
+    ids = blocks(rng, (23, 31), 2**24)
+    noise = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
     kinds = {
         "rgb": (Image.fromarray(rgb), {}, True),
-        "rgb, level 0": (Image.fromarray(rgb), {"compress_level": 0}, True),
+        "rgb, level 0": (Image.fromarray(rgb), {"compress_level": 0}, False),  # stored: costly to check, as photos
+        "rgb noise (a photo)": (Image.fromarray(noise), {}, False),
         "rgb, optimised": (Image.fromarray(rgb), {"optimize": True}, True),
         "rgb, tRNS": (Image.fromarray(rgb), {"transparency": (1, 2, 3)}, True),
         "panoptic ids": (Image.fromarray(id_to_rgb(ids)), {}, True),
-        "one pixel": (Image.fromarray(rgb[:1, :1]), {}, True),
+        "one pixel": (Image.fromarray(rgb[:1, :1]), {}, False),  # its zlib stream is longer than its pixels
         "rgba": (Image.fromarray(np.dstack([rgb, grey])), {}, True),
         "grey": (Image.fromarray(grey), {}, True),
         "grey, tRNS": (Image.fromarray(grey), {"transparency": 7}, True),
@@ -95,13 +105,17 @@ def test_the_fast_decoder_gives_pillows_arrays_and_leaves_the_rest_to_pillow(tmp
         assert got["image"].flags.writeable and got["image RGB"].flags.writeable
 
 
-def test_panoptic_ids_take_every_byte_of_every_pixel(tmp_path, decoder):
-    decoder("auto")
+def test_panoptic_ids_take_every_byte_of_every_pixel(tmp_path, decoder, monkeypatch):
+    fast = decoder("auto")
+    decoded = []
+    original = fast.decode_image_png_u8
+    monkeypatch.setattr(fast, "decode_image_png_u8", lambda data, *a: decoded.append(data) or original(data, *a))
     ids = np.arange(1, 7 * 9 + 1, dtype=np.int64).reshape(7, 9) * 263_167 % 2**24  # all three channels vary
+    ids = ids.repeat(4, 0).repeat(4, 1)  # in blocks, so that it compresses as panoptic PNGs do
     ids[-1, -1] = 2**24 - 1  # the last pixel is read apart
     Image.fromarray(id_to_rgb(ids)).save(tmp_path / "ids.png")
     got = read_panoptic_ids(tmp_path / "ids.png")
-    assert got.dtype == np.int32 and np.array_equal(got, ids)
+    assert decoded and got.dtype == np.int32 and np.array_equal(got, ids)
 
 
 def test_an_unknown_decoder_setting_is_an_error(decoder):
@@ -142,3 +156,75 @@ def test_scoring_and_eval_datasets_read_the_same_with_either_decoder(tmp_path, d
     for a, b in zip(d1, d2):
         assert a["name"] == b["name"] and np.array_equal(a["image"], b["image"])
         assert a["label"].dtype == b["label"].dtype and bool((a["label"] == b["label"]).all())
+
+
+def chunk(kind: bytes, body: bytes, crc: int | None = None) -> bytes:
+    """A PNG chunk (with its own CRC unless ``crc`` says otherwise)."""
+    return struct.pack(">I4s", len(body), kind) + body + struct.pack(">I", zlib.crc32(kind + body) if crc is None
+                                                                      else crc)
+
+
+def corrupt_pngs() -> dict[str, bytes]:
+    """A compressible RGB PNG (fast path) intact and damaged in the ways files get damaged or badly written."""
+    rgb = blocks(np.random.default_rng(1), (37, 53, 3), 256).astype(np.uint8)
+    rows = b"".join(b"\x00" + row.tobytes() for row in rgb)  # filter type 0 for each row
+    stream = zlib.compress(rows)
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 53, 37, 8, 2, 0, 0, 0))
+    text, end = chunk(b"tEXt", b"k\x00v"), chunk(b"IEND", b"")
+    stored = bytearray(zlib.compress(rows, 0))
+    stored[100] ^= 1  # a pixel changed inside the stream, its chunk's CRC computed afterwards: only Adler-32 sees it
+
+    def png(*chunks: bytes) -> bytes:
+        return images._PNG_SIGNATURE + b"".join(chunks)
+
+    return {
+        "intact": png(header, chunk(b"IDAT", stream), end),
+        "two IDAT chunks": png(header, chunk(b"IDAT", stream[:50]), chunk(b"IDAT", stream[50:]), end),
+        "bad Adler-32": png(header, chunk(b"IDAT", stream[:-4] + bytes(b ^ 0xFF for b in stream[-4:])), end),
+        "stream changed, CRC recomputed": png(header, chunk(b"IDAT", bytes(stored)), end),
+        "stream without its Adler-32": png(header, chunk(b"IDAT", stream[:-4]), end),
+        "stream cut short": png(header, chunk(b"IDAT", stream[:len(stream) // 2]), end),
+        "rows missing": png(header, chunk(b"IDAT", zlib.compress(rows[:-160])), end),
+        "rows to spare": png(header, chunk(b"IDAT", zlib.compress(rows + rows[:160])), end),
+        "bytes after the stream": png(header, chunk(b"IDAT", stream + b"extra"), end),
+        "bad zlib header": png(header, chunk(b"IDAT", bytes([stream[0], stream[1] ^ 1]) + stream[2:]), end),
+        "bad filter type": png(header, chunk(b"IDAT", zlib.compress(b"\x07" + rows[1:])), end),
+        "bad IHDR CRC": png(header[:-4] + b"\0\0\0\0", chunk(b"IDAT", stream), end),
+        "bad IDAT CRC": png(header, chunk(b"IDAT", stream, crc=1), end),
+        "bad CRC before IDAT": png(header, chunk(b"tEXt", b"k\x00v", crc=1), chunk(b"IDAT", stream), end),
+        "bad CRC after IDAT": png(header, chunk(b"IDAT", stream), chunk(b"tEXt", b"k\x00v", crc=1), end),
+        "bad IEND CRC": png(header, chunk(b"IDAT", stream), chunk(b"IEND", b"", crc=1)),
+        "tRNS of the wrong length": png(header, chunk(b"tRNS", b"\0\1"), chunk(b"IDAT", stream), end),
+        "unknown critical chunk": png(header, chunk(b"ABCD", b"?"), chunk(b"IDAT", stream), end),
+        "IDAT, tEXt, IDAT": png(header, chunk(b"IDAT", stream[:50]), text, chunk(b"IDAT", stream[50:]), end),
+        "cut inside IDAT": png(header, chunk(b"IDAT", stream), end)[:-30],
+        "no IEND": png(header, chunk(b"IDAT", stream)),
+        "a chunk after IDAT cut short": png(header, chunk(b"IDAT", stream)) + struct.pack(">I", 99) + b"tEXtk\0",
+        "garbage after IEND": png(header, chunk(b"IDAT", stream), end, b"garbage"),
+    }
+
+
+def test_both_decoders_give_the_same_answer_on_corrupt_pngs(tmp_path, decoder, monkeypatch):
+    """Pillow's answer, an array or a refusal, whichever decoder is chosen: the fast path takes only files Pillow
+    reads without complaint (kornia-rs alone accepted a bad Adler-32, a bad CRC before the image data, ...)."""
+    paths = {}
+    for index, (name, data) in enumerate(corrupt_pngs().items()):
+        paths[name] = tmp_path / f"case{index}.png"
+        paths[name].write_bytes(data)
+    decoder("pillow")
+    expected = {name: readings(path) for name, path in paths.items()}
+    fast = decoder("auto")
+    decoded = []
+    original = fast.decode_image_png_u8
+    monkeypatch.setattr(fast, "decode_image_png_u8", lambda data, *a: decoded.append(data) or original(data, *a))
+    for name, path in paths.items():
+        decoded.clear()
+        got = readings(path)
+        assert decoded or name not in ("intact", "two IDAT chunks"), name  # intact files take the fast path
+        for reader, value in expected[name].items():
+            if isinstance(value, str):
+                assert isinstance(got[reader], str) and got[reader] == value, (name, reader, got[reader])
+            else:
+                assert isinstance(got[reader], np.ndarray) and np.array_equal(got[reader], value), (name, reader)
+    refused = {name for name, result in expected.items() if isinstance(result["image"], str)}
+    assert {"bad Adler-32", "stream changed, CRC recomputed", "bad CRC before IDAT"} <= refused

@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from layerseg_merge.cli.merge_options import given_arguments, merge_option_params, parse_merge_options
 from layerseg_merge.errors import reported
 
+if TYPE_CHECKING:
+    from layerseg_merge.recipe_yaml import RecipeFile
+
 MERGEKIT_OPTIONS, _ = merge_option_params()
-
-
-def _check_device(merge_options) -> None:
-    device = str(merge_options.device or "cpu")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise click.ClickException("--cuda / --device cuda asked for, but this machine has no CUDA device "
-                                       "torch can use; drop the option to merge on the CPU")
 
 
 def _is_local(path: str) -> bool:
@@ -34,13 +28,14 @@ def _is_local(path: str) -> bool:
     return not is_hub_id(path.split("@", 1)[0])
 
 
-def quick_checks(recipe: str, out: str, overwrite: bool) -> None:
-    """What fails without mergekit: the recipe file and its YAML, the output path, missing local models."""
+def quick_checks(recipe: str, out: str, overwrite: bool) -> RecipeFile:
+    """What fails without mergekit: the recipe file and its YAML, the output path, missing local models; returns
+    the recipe as read (once: a pipe gives its text only once)."""
     from layerseg_merge.output import check_replaceable, check_target
-    from layerseg_merge.recipe_yaml import RecipeError, model_paths, read_recipe_file
+    from layerseg_merge.recipe_yaml import RecipeError, RecipeFile, model_paths
 
-    data, _ = read_recipe_file(recipe)
-    local = [path for path in model_paths(data) if _is_local(path)]
+    read = RecipeFile.read(recipe)
+    local = [path for path in model_paths(read.data) if _is_local(path)]
     for path in local:
         if not os.path.exists(path.split("@", 1)[0]) and "+" not in path:
             raise RecipeError(f"{recipe}: model {path} not found: no such folder or checkpoint file (relative paths "
@@ -48,6 +43,7 @@ def quick_checks(recipe: str, out: str, overwrite: bool) -> None:
     target = Path(out)
     check_target(target, [p.split("@", 1)[0] for p in local if "+" not in p], recipe)
     check_replaceable(target, overwrite, "file" if out.lower().endswith(".pth") else "dir")
+    return read
 
 
 @click.command("merge", params=MERGEKIT_OPTIONS)
@@ -71,11 +67,10 @@ def merge(ctx: click.Context, recipe: str, out: str, overwrite: bool, recalibrat
     only a previous model output.
     """
     with reported("merge"):
-        quick_checks(recipe, out, overwrite)
+        read = quick_checks(recipe, out, overwrite)
         from layerseg_merge.api import merge as merge_recipe
 
         merge_options = parse_merge_options(given_arguments(ctx, list(mergekit_options)))
-        _check_device(merge_options)
-        merge_recipe(recipe, out, overwrite=overwrite, options=merge_options, recalibrate=recalibrate_data,
+        merge_recipe(read, out, overwrite=overwrite, options=merge_options, recalibrate=recalibrate_data,
                      recalibrate_images=recalibrate_images, log=lambda message: click.echo(message, err=True))
     click.echo(f"merged model written to {out}", err=True)

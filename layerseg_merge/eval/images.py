@@ -2,10 +2,11 @@
 
 Shared by the datasets of ``layerseg eval`` and by ``layerseg score``, which never imports torch.
 
-8-bit, non-interlaced grey, RGB and RGBA PNGs are decoded by kornia-rs (Rust ``png`` crate: about 10x
-Pillow on a 1024x2048 panoptic PNG, see ``benchmarks/score_speed.py``) where it gives Pillow's
-array exactly; every other file, and every PNG that decoder refuses, is read by Pillow.
-``LAYERSEG_PNG_DECODER=pillow`` turns the fast path off.
+8-bit, non-interlaced grey, RGB and RGBA PNGs are decoded by kornia-rs (Rust ``png`` crate, see
+``benchmarks/score_speed.py``) where it gives Pillow's answer exactly: only files Pillow would read without
+complaint take that path (:func:`_pillow_reads`), so a corrupt file is refused by both. Every other file, every
+PNG that decoder refuses, and PNGs that compress poorly (photos: the check costs as much as Pillow's decode)
+are read by Pillow. ``LAYERSEG_PNG_DECODER=pillow`` turns the fast path off.
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ import functools
 import io
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DECODER_VARIABLE = "LAYERSEG_PNG_DECODER"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPES = {0: ("mono", "L"), 2: ("rgb", "RGB"), 6: ("rgba", "RGBA")}  # PNG colour type -> (kornia, Pillow)
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the whole last chunk: length 0, type, CRC
+# The fast path checks the zlib stream by inflating it once more: worth it while the stream is at most this share
+# of the rows it holds (label and panoptic PNGs: 1/100 and less); a photo's (1/3 and more) goes to Pillow, which
+# decodes it in about the time of that check alone (benchmarks/score_speed.py).
+_FAST_STREAM_SHARE = 0.25
 
 
 class DatasetError(ValueError):
@@ -55,11 +62,44 @@ def _png_header(data: bytes) -> tuple[int, int, int, int, int] | None:
     return width, height, depth, colour, interlace
 
 
+def _pillow_reads(data: bytes, size: int) -> bool:
+    """Whether Pillow reads this PNG without complaint, where kornia-rs checks less: Pillow's own parse of the
+    chunks before the image data (their CRCs and contents), then IDAT chunks in a row holding one complete zlib
+    stream of ``size`` bytes whose Adler-32 matches (kornia-rs skips that check), then IEND, last. False also
+    where Pillow would read it (a missing IEND, trailing bytes, a poorly compressed stream): Pillow then does.
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG",)):
+            pass
+    except Exception:  # Pillow refuses it: let Pillow say why
+        return False
+    position, parts = 8, []
+    while position + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        if parts and kind != b"IDAT":
+            break
+        if position + 12 + length > len(data):
+            return False
+        if kind == b"IDAT":
+            parts.append(data[position + 8:position + 8 + length])
+        position += 12 + length
+    stream = b"".join(parts)
+    if not stream or data[position:] != _IEND or len(stream) > _FAST_STREAM_SHARE * size:
+        return False
+    inflater = zlib.decompressobj()
+    try:
+        rows = inflater.decompress(stream, size + 1)
+    except zlib.error:  # a bad Adler-32, a broken stream
+        return False
+    return len(rows) == size and inflater.eof and not inflater.unused_data
+
+
 def _fast_png(data: bytes, mode: str | None) -> np.ndarray | None:
     """The pixels as Pillow gives them in ``mode`` (None: the file's own), or None where Pillow must decode.
 
-    Only 8-bit, non-interlaced grey/RGB/RGBA PNGs whose own mode is ``mode`` take this path: palette,
-    16-bit, sub-byte, grey+alpha and interlaced files, and conversions, stay with Pillow.
+    Only 8-bit, non-interlaced grey/RGB/RGBA PNGs whose own mode is ``mode`` and that Pillow reads without
+    complaint take this path: palette, 16-bit, sub-byte, grey+alpha and interlaced files, conversions and
+    corrupt files stay with Pillow.
     """
     decoder = png_decoder()
     header = _png_header(data) if decoder is not None else None
@@ -70,11 +110,13 @@ def _fast_png(data: bytes, mode: str | None) -> np.ndarray | None:
         return None
     if depth != 8 or interlace or colour not in _COLOUR_TYPES or mode not in (None, _COLOUR_TYPES[colour][1]):
         return None
+    channels = {0: 1, 2: 3, 6: 4}[colour]
+    if not _pillow_reads(data, height * (1 + width * channels)):  # each row: a filter byte, then its pixels
+        return None
     try:
         pixels = decoder.decode_image_png_u8(data, (height, width), _COLOUR_TYPES[colour][0])
     except Exception:  # a file it refuses (corrupt, unusual chunks): Pillow decodes it or names the fault
         return None
-    channels = {0: 1, 2: 3, 6: 4}[colour]
     if not isinstance(pixels, np.ndarray) or pixels.shape != (height, width, channels) or pixels.dtype != np.uint8:
         return None
     return pixels[..., 0] if channels == 1 else pixels
@@ -88,6 +130,8 @@ def _read(path: Path) -> bytes:
 
 
 def _unreadable(path: Path, error: Exception) -> DatasetError:
+    if isinstance(error, UnidentifiedImageError):  # Pillow's message names our in-memory copy, by its address
+        return DatasetError(f"{path}: cannot read image (not an image format Pillow knows, or a damaged header)")
     if isinstance(error, Image.DecompressionBombError):
         return DatasetError(f"{path}: refused: {error} (a decompression bomb, or far larger than a dataset image); "
                             "resize it, or remove it from the dataset")

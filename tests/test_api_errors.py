@@ -79,3 +79,23 @@ def test_a_recipe_on_a_pipe_is_read_once(tmp_path, segformers, stdin_pipe):
     assert tensors(tmp_path / "piped").keys() == in_memory.keys()
     assert all(torch.equal(tensors(tmp_path / "piped")[name], value) for name, value in in_memory.items())
     assert recipe.read_text().strip() in (tmp_path / "piped" / "README.md").read_text()  # the card quotes it
+
+
+def test_a_sweep_recipe_on_a_pipe_is_read_once(tmp_path, stdin_pipe):
+    from layerseg_merge.resources import recipe_files, recipe_text
+    from layerseg_merge.tools.sweep import read_recipe
+
+    text = recipe_text(recipe_files()["miniature_different_sources"])
+    stdin_pipe(text)
+    setup = read_recipe("/dev/stdin", log=lambda message: None)
+    assert len(setup.dirs) == len(setup.models) >= 2
+
+
+def test_evaluation_devices_are_named_as_python_arguments(monkeypatch):
+    from layerseg_merge.eval.inference import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"device='cuda': this machine has no CUDA device torch can use; use 'cpu'"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match=r"device='gpu9': not a device name"):
+        pick_device("gpu9")

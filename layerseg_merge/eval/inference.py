@@ -36,14 +36,18 @@ from layerseg_merge.models.sliding import Stitcher, windows
 
 def pick_device(device: str = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU."""
+    from layerseg_merge.errors import option
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = option(f"--device {device}", f"device={device!r}")
     try:
         chosen = torch.device(device)
     except RuntimeError as error:
-        raise ValueError(f"--device {device}: not a device name; use auto, cpu, cuda or cuda:N") from error
+        raise ValueError(f"{name}: not a device name; use auto, cpu, cuda or cuda:N") from error
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: this machine has no CUDA device torch can use; use --device cpu")
+        raise ValueError(f"{name}: this machine has no CUDA device torch can use; use "
+                         f"{option('--device cpu', repr('cpu'))}")
     return chosen
 
 

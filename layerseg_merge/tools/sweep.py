@@ -106,11 +106,12 @@ def read_recipe(path: str | Path, log: Callable[[str], None]) -> Setup:
     import copy
 
     from layerseg_merge.method import METHOD_NAME
-    from layerseg_merge.recipe import load_recipe, model_directory
-    from layerseg_merge.recipe_yaml import read_recipe_file
+    from layerseg_merge.recipe import model_directory, parse_recipe
+    from layerseg_merge.recipe_yaml import RecipeFile
 
-    raw, _ = read_recipe_file(path)
-    config, _ = load_recipe(path, import_checkpoints=True, log=log)
+    recipe = RecipeFile.read(path)  # once: a pipe gives its text only once
+    raw = recipe.data
+    config = parse_recipe(recipe.data, str(path), import_checkpoints=True, log=log)
     if config.merge_method != METHOD_NAME or not config.models:
         raise SweepError(f"{path}: the sweep takes a layerwise_seg recipe with `models:`")
     where = str(path)

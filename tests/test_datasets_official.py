@@ -345,3 +345,63 @@ def test_a_latin1_class_list_is_named(tmp_path, segformers):
                           "UTF-8, one class name per line")
     (data / "classes.txt").write_bytes("\ufeffroad\nStra\u00dfe\n".encode())  # UTF-8, with a byte-order mark
     assert open_dataset(f"folder:{data}").class_names == ["road", "Stra\u00dfe"]
+
+
+# --------------------------------------------------------------- the same files through `layerseg score`
+
+
+@pytest.mark.parametrize("content,message", MALFORMED + UNREADABLE)
+def test_score_panoptic_names_a_malformed_ground_truth_json(tmp_path, content, message):
+    """`layerseg score` reads the JSONs with the datasets' own reader (was: TypeError or a silent score)."""
+    images, gt_json, pngs = coco_panoptic(tmp_path / "gt", count=1)
+    gt_json.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    predictions = coco_panoptic(tmp_path / "pred", count=1)
+    line = assert_one_line_error(run("score", "panoptic", "--gt-json", gt_json, "--gt-folder", pngs, "--pred-json",
+                                     predictions[1], "--pred-folder", predictions[2], "--workers", "0"),
+                                 f"{gt_json}: ", message)
+    assert "unexpected" not in line
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda data: data.pop("categories"), None),  # a prediction needs no categories
+    (lambda data: data["annotations"].append(dict(data["annotations"][0], file_name="x.png")),
+     "`annotations` entry 1 (x.png) repeats image_id 0"),
+    (lambda data: data["annotations"][0]["segments_info"][0].update(id="2000"), 'has `id` "2000", not a segment id'),
+    (lambda data: data["annotations"][0]["segments_info"][0].update(area=-3), "has `area` -3, not a whole number"),
+])
+def test_score_panoptic_checks_a_prediction_json_too(tmp_path, change, message):
+    images, gt_json, pngs = coco_panoptic(tmp_path / "gt", count=1)
+    _, pred_json, pred_pngs = coco_panoptic(tmp_path / "pred", count=1)
+    data = json.loads(pred_json.read_text())
+    change(data)
+    pred_json.write_text(json.dumps(data))
+    result = run("score", "panoptic", "--gt-json", gt_json, "--gt-folder", pngs, "--pred-json", pred_json,
+                 "--pred-folder", pred_pngs, "--workers", "0")
+    if message is None:
+        assert result.exit_code == 0, result.output
+    else:
+        assert_one_line_error(result, f"{pred_json}: ", message)
+
+
+@pytest.mark.parametrize("task", ["semantic", "panoptic"])
+def test_score_refuses_a_named_pipe_instead_of_waiting(tmp_path, task):
+    signal.alarm(20)  # without the check the read below blocks forever: fail instead of hanging
+    try:
+        if task == "semantic":
+            gt = semantic_folder(tmp_path / "gt", count=2) / "labels"
+            pred = semantic_folder(tmp_path / "pred", count=2) / "labels"
+            fifo = pred / "a" / "img1.png"
+            fifo.unlink()
+            os.mkfifo(fifo)
+            result = run("score", "semantic", "--gt", gt, "--pred", pred, "--num-classes", 5, "--workers", "0")
+        else:
+            _, gt_json, pngs = coco_panoptic(tmp_path / "gt", count=1)
+            _, pred_json, pred_pngs = coco_panoptic(tmp_path / "pred", count=1)
+            fifo = pred_pngs / "im0.png"
+            fifo.unlink()
+            os.mkfifo(fifo)
+            result = run("score", "panoptic", "--gt-json", gt_json, "--gt-folder", pngs, "--pred-json", pred_json,
+                         "--pred-folder", pred_pngs, "--workers", "0")
+    finally:
+        signal.alarm(0)
+    assert_one_line_error(result, f"{fifo}: a named pipe (FIFO), not a regular file")

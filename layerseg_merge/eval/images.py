@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -122,9 +123,27 @@ def _fast_png(data: bytes, mode: str | None) -> np.ndarray | None:
     return pixels[..., 0] if channels == 1 else pixels
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def regular_file(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file (or a link to one), else a one-line error naming it (``what`` it should be):
+    opening a named pipe for reading waits for a writer, forever."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read {what} ({error.strerror})") from error
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
+        raise DatasetError(f"{path}: {kind}, not a regular file; {what} must be a regular file: replace it with the "
+                           "file itself or remove it")
+    return path
+
+
 def _read(path: Path) -> bytes:
     try:
-        return Path(path).read_bytes()
+        return regular_file(Path(path), "an image").read_bytes()
     except OSError as error:
         raise DatasetError(f"{path}: cannot read image ({error})") from error
 

@@ -9,7 +9,6 @@ per-image statistics; the main process sums them, like panopticapi's
 from __future__ import annotations
 
 import ctypes
-import json
 import multiprocessing
 import os
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from layerseg_merge.eval.coco_json import read_coco_panoptic
 from layerseg_merge.eval.images import IMAGE_SUFFIXES, DatasetError, read_label, read_panoptic_ids
 from layerseg_merge.eval.metrics import PanopticMetric, Segment, SemanticMetric
 
@@ -110,28 +110,6 @@ def score_semantic(gt_dir: Path, pred_dir: Path, num_classes: int, ignore_index:
     return metric.compute(class_names)
 
 
-def _annotations(json_path: Path, with_categories: bool) -> dict:
-    try:
-        data = json.loads(json_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DatasetError(f"{json_path}: cannot read COCO panoptic JSON ({error})") from error
-    needed = ("annotations", "categories") if with_categories else ("annotations",)
-    for key in needed:
-        if not isinstance(data, dict) or not isinstance(data.get(key), list):
-            raise DatasetError(f"{json_path}: not a COCO panoptic JSON (no `{key}` list)")
-    if with_categories and not data["categories"]:
-        raise DatasetError(f"{json_path}: `categories` is empty; the ground truth must list its categories")
-    try:
-        for annotation in data["annotations"]:
-            annotation["image_id"], annotation["file_name"], annotation["segments_info"]  # noqa: B018
-        categories = [(c["id"], c.get("isthing", 0)) for c in data.get("categories", [])]
-    except (KeyError, TypeError, AttributeError) as error:
-        raise DatasetError(f"{json_path}: not a COCO panoptic JSON (an entry lacks {error})") from error
-    if any(not isinstance(cid, int) or cid < 0 for cid, _ in categories):
-        raise DatasetError(f"{json_path}: category ids must be non-negative integers")
-    return data
-
-
 def _segments(png: Path, segments_info: list[dict]) -> list[Segment]:
     try:
         return [Segment(s["id"], s["category_id"], bool(s.get("iscrowd", 0)), s.get("area")) for s in segments_info]
@@ -155,7 +133,7 @@ def score_panoptic(gt_json: Path, gt_folder: Path, pred_json: Path, pred_folder:
 
     ``warn`` receives one line if JSON ``area`` values disagree with the PNGs (the PNGs are used).
     """
-    gt, pred = _annotations(gt_json, True), _annotations(pred_json, False)
+    gt, pred = read_coco_panoptic(gt_json), read_coco_panoptic(pred_json, ground_truth=False)
     categories = {c["id"]: bool(c.get("isthing", 0)) for c in gt["categories"]}
     predictions = {a["image_id"]: a for a in pred["annotations"]}
     pairs = []

@@ -48,9 +48,9 @@ def setting(row: dict) -> tuple:
 
 def example_path(recipe: Path, val: Path, budget: int | None) -> tuple[float, int]:
     """Seconds per candidate of merge + evaluate(tensors=...) with a fresh model and data per candidate."""
+    from layerseg_merge.engine.in_memory import LoadedInputs
     from layerseg_merge.eval.evaluate import evaluate
     from layerseg_merge.eval.options import DataOptions, InferenceOptions
-    from layerseg_merge.tools.in_memory import LoadedInputs
     from layerseg_merge.tools.sweep import DEFAULT_GRID, candidates, read_recipe
 
     setup = read_recipe(recipe, lambda message: None)

@@ -6,30 +6,19 @@ architecture definitions are registered with mergekit when mergekit is imported
 Python API just works.
 """
 
-from layerseg_merge.schedule import ScheduleSettings, coefficients
+from layerseg_merge import _moved
+from layerseg_merge.engine.schedule import coefficients
+from layerseg_merge.engine.settings import METHOD_NAME, ScheduleSettings
+from layerseg_merge.plugin import register
+
+_moved.install()  # old module paths (layerseg_merge.method, ...) keep working, with a DeprecationWarning
 
 __version__ = "0.1.0"
-METHOD_NAME = "layerwise_seg"
-
-
-def register() -> None:
-    """Register everything with mergekit (idempotent; imports mergekit).
-
-    Each glue module also registers itself when its import completes: when the import
-    of one of them is what loads mergekit, this runs while that module is half-initialised.
-    """
-    from importlib import import_module
-
-    for name, function in (("layerseg_merge.method", "register_method"),
-                           ("layerseg_merge.architectures.mergekit_glue", "register_architectures")):
-        module = import_module(name)
-        if hasattr(module, function):  # else it is still being imported and registers at its end
-            getattr(module, function)()
 
 
 def __getattr__(name: str):
     if name == "layerwise_seg":  # the mergekit method object: needs mergekit
-        from layerseg_merge.method import layerwise_seg
+        from layerseg_merge.plugin.method import layerwise_seg
 
         return layerwise_seg
     if name in ("merge", "merge_in_memory"):  # need mergekit and torch: imported on first use

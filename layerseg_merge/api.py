@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from layerseg_merge.recipe_yaml import RecipeFile
+from layerseg_merge.engine.recipe_yaml import RecipeFile
 
 if TYPE_CHECKING:
     import torch
@@ -28,20 +28,24 @@ class MergeFailed(RuntimeError):
 def _read(recipe: Recipe, log: Callable[[str], None]) -> tuple[MergeConfiguration, str | None, str | None]:
     """The checked configuration, its source text and the recipe file (None for a mapping); a file is read
     once (a pipe or ``/dev/stdin`` gives its text only once)."""
-    from layerseg_merge.recipe import parse_recipe
+    from layerseg_merge.formats.cache import import_checkpoint_models
+    from layerseg_merge.plugin.recipe import parse_recipe
+
+    def imported(data: dict) -> bool:  # .pth models: imported once into the cache, merged from there
+        return bool(import_checkpoint_models(data, log))
 
     if isinstance(recipe, Mapping):
-        return parse_recipe(recipe, "recipe", import_checkpoints=True, log=log), None, None
+        return parse_recipe(recipe, "recipe", imported), None, None
     if not isinstance(recipe, RecipeFile):
         recipe = RecipeFile.read(recipe)
-    return parse_recipe(recipe.data, recipe.path, import_checkpoints=True, log=log), recipe.source, recipe.path
+    return parse_recipe(recipe.data, recipe.path, imported), recipe.source, recipe.path
 
 
 def _options(options: MergeOptions | None) -> MergeOptions:
     """``options`` for a vision merge, its device checked."""
     from mergekit.options import MergeOptions
 
-    from layerseg_merge.errors import option
+    from layerseg_merge.io.errors import option
 
     options = options or MergeOptions()
     device = str(options.device or "cpu")
@@ -58,7 +62,7 @@ def _options(options: MergeOptions | None) -> MergeOptions:
 
 def check_output_names(out: Path, anchor: str) -> None:
     """Fail unless the merged checkpoint holds exactly the anchor's tensors."""
-    from layerseg_merge.checkpoint import read_tensor_headers
+    from layerseg_merge.io.checkpoint import read_tensor_headers
 
     written, expected = set(read_tensor_headers(str(out))), set(read_tensor_headers(anchor))
     if written != expected:
@@ -80,11 +84,11 @@ def merge(recipe: Recipe, out: str | Path, *, overwrite: bool = False, options: 
     """
     from mergekit.merge import run_merge
 
-    from layerseg_merge import METHOD_NAME
-    from layerseg_merge.errors import option
+    from layerseg_merge.engine.settings import METHOD_NAME
     from layerseg_merge.eval.options import DataOptions, InferenceOptions
-    from layerseg_merge.hub import is_hub_id, resolve_model_path
-    from layerseg_merge.output import StagedOutput
+    from layerseg_merge.io.errors import option
+    from layerseg_merge.io.hub import is_hub_id, resolve_model_path
+    from layerseg_merge.io.output import StagedOutput
 
     out = str(out)
     target = DataOptions(recalibrate, limit=recalibrate_images) if recalibrate else None  # checked before the work
@@ -140,8 +144,7 @@ def merge_in_memory(recipe: Recipe, options: MergeOptions | None = None,
     from mergekit.merge import _model_out_config
     from mergekit.plan import MergePlanner
 
-    from layerseg_merge import mergekit_compat
-    from layerseg_merge.method import checked_out_cast
+    from layerseg_merge.plugin import compat
 
     options = _options(options)
     config, _, _ = _read(recipe, log)
@@ -150,7 +153,7 @@ def merge_in_memory(recipe: Recipe, options: MergeOptions | None = None,
     LoaderCache().setup(options=options)
     out_config = _model_out_config(config, arch_info, trust_remote_code=options.trust_remote_code)
     planner = MergePlanner(config, arch_info, options=options, out_model_config=out_config)
-    weights, cast = mergekit_compat.in_memory_targets(planner)
+    weights, cast = compat.in_memory_targets(planner)
     executor = Executor(targets=list(weights), math_device=options.device,
                         storage_device=options.device if options.low_cpu_memory else "cpu")
     merged = {}
@@ -159,6 +162,6 @@ def merge_in_memory(recipe: Recipe, options: MergeOptions | None = None,
         if weight is not None and value is not None:
             dtype = (weight.force_dtype or config.out_dtype) if cast else None
             if dtype:  # as mergekit's in-memory output task would, overflows refused
-                value = checked_out_cast(task, value, dtype, weight.name).to(dtype_from_name(dtype))
+                value = compat.checked_out_cast(task, value, dtype, weight.name).to(dtype_from_name(dtype))
             merged[weight.name] = value
     return merged

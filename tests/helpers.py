@@ -75,7 +75,7 @@ def write_recipe(path: Path, models: list[Path], anchor: Path, weights=None, **p
 
 
 def expected_alpha(depth, u_a, uniform_until, anchor_max, shape):
-    """alpha(d) of DESIGN.md §3, written independently of layerseg_merge.schedule."""
+    """alpha(d) of DESIGN.md §3, written independently of layerseg_merge.engine.schedule."""
     if depth <= uniform_until:
         return u_a
     r = (depth - uniform_until) / (1 - uniform_until)

@@ -10,7 +10,7 @@ from helpers import assert_one_line_error, tensors, write_recipe
 from layerseg_merge import merge, merge_in_memory
 from layerseg_merge.api import MergeFailed
 from layerseg_merge.cli import main
-from layerseg_merge.output import OutputError, StagedOutput
+from layerseg_merge.io.output import OutputError, StagedOutput
 
 
 @pytest.mark.parametrize("device", [{"device": "cuda"}, {"device": "cuda:1"}, {"cuda": True}])

@@ -10,8 +10,8 @@ from eval_data import semantic_folder
 from helpers import mergekit_yaml, write_recipe
 from PIL import Image
 
-from layerseg_merge.card import front_matter
 from layerseg_merge.cli import main
+from layerseg_merge.models.card import front_matter
 
 
 def card(model_dir) -> tuple[dict, str]:
@@ -36,7 +36,7 @@ def test_the_plot_records_the_coefficients_the_kernel_used(tmp_path, segformers)
     from conftest import run_in_process
     from helpers import expected_coefficients, segformer_depths, tiny_segformer_config
 
-    from layerseg_merge.method import merge_record
+    from layerseg_merge.plugin.planning import merge_record
 
     recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0], weights=[2.0, 1.0, 1.0],
                           schedule="cosine", heads="schedule", anchor_max=0.8)
@@ -103,7 +103,7 @@ def results(model_dir) -> list[dict]:
 
 
 def test_card_records_the_split_and_conditions_really_read(tmp_path):
-    from layerseg_merge.card import add_eval_result
+    from layerseg_merge.models.card import add_eval_result
 
     add_eval_result(tmp_path, SEMANTIC, "cityscapes:/data/cityscapes", "val")
     add_eval_result(tmp_path, SEMANTIC, "acdc:/data/acdc,night", "val")
@@ -118,7 +118,7 @@ def test_card_records_the_split_and_conditions_really_read(tmp_path):
 
 
 def test_card_names_a_class_subset_average(tmp_path):
-    from layerseg_merge.card import add_eval_result
+    from layerseg_merge.models.card import add_eval_result
 
     add_eval_result(tmp_path, SEMANTIC, "cityscapes:/c", "val")
     add_eval_result(tmp_path, SEMANTIC | {"mIoU": 0.6, "classes": ["road"] * 16}, "cityscapes:/c", "val")
@@ -160,7 +160,7 @@ def test_merge_recalibrate_describes_the_recalibration_in_the_card(tmp_path, seg
 
 
 def test_a_second_recalibration_replaces_the_first_section(tmp_path):
-    from layerseg_merge.card import add_eval_result, note_recalibration
+    from layerseg_merge.models.card import add_eval_result, note_recalibration
 
     (tmp_path / "README.md").write_text("---\ntags: [x]\n---\n# m\n\n## Usage\n\ntext\n")
     add_eval_result(tmp_path, SEMANTIC, "cityscapes:/c", "val")
@@ -200,7 +200,7 @@ def test_a_merge_of_imported_mmseg_models_does_not_claim_transformers(tmp_path):
 def test_eval_card_of_an_imported_model_does_not_claim_transformers(tmp_path, segformers):
     from mmseg_reference import import_, small_checkpoint
 
-    from layerseg_merge.card import add_eval_result
+    from layerseg_merge.models.card import add_eval_result
 
     imported, _ = import_(small_checkpoint(tmp_path, "daformer")[0], tmp_path / "daformer")
     add_eval_result(imported, SEMANTIC, "cityscapes:/c", "val")

@@ -50,7 +50,7 @@ def test_import_mmseg_names_the_file(tmp_path, full_disk):
 
 
 def test_the_message_names_the_file_the_user_gave_not_the_staging_copy():
-    from layerseg_merge.errors import describe, user_path
+    from layerseg_merge.cli.reporting import describe, user_path
 
     staged = "/data/.merged.partial-4242-0123abcd/model.safetensors"
     assert user_path(staged) == "/data/merged/model.safetensors"

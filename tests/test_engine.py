@@ -15,8 +15,8 @@ from mmseg_fixtures import TINY_HEADS, daformer_checkpoint, save_checkpoint
 from test_mmseg import SMALL, import_, small_hf_segformer
 
 from layerseg_merge.architectures import check_compatible, layout_of
-from layerseg_merge.schedule import ScheduleSettings
-from layerseg_merge.tools.in_memory import Candidate, LoadedInputs
+from layerseg_merge.engine.in_memory import Candidate, LoadedInputs
+from layerseg_merge.engine.settings import ScheduleSettings
 
 POLICIES = ("anchor", "schedule", "uniform")
 BUFFERS = ("pooled", "anchor", "mean")
@@ -87,7 +87,7 @@ def test_every_mergeable_pair_merges_the_same_through_every_path(tmp_path, host_
         # every pair is written to disk once (with the policy whose turn it is), the other policies in memory
         on_disk = tensors(merge(recipe, tmp_path / f"out{number}")) if number % 3 == number // 3 % 3 else in_memory
         swept = LoadedInputs([str(p) for p in paths], [1.0, 3.0]).merge(Candidate(
-            0, ScheduleSettings(uniform_until=0.25, schedule="cosine", heads=heads), buffers))
+            0, ScheduleSettings(uniform_until=0.25, schedule="cosine", heads=heads, buffers=buffers)))
         label = f"{anchor} + {other}, heads: {heads}, buffers: {buffers}"
         assert on_disk.keys() == in_memory.keys() == swept.keys() == tensors(paths[0]).keys(), label
         for name, value in on_disk.items():
@@ -150,7 +150,7 @@ def test_two_merges_in_one_process_keep_their_own_coefficients(tmp_path, segform
 
     from conftest import run_in_process
 
-    from layerseg_merge.method import merge_record
+    from layerseg_merge.plugin.planning import merge_record
 
     records = {}
 

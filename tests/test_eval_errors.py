@@ -145,7 +145,7 @@ def test_a_decompression_bomb_is_named_without_a_worker_traceback(tmp_path, segf
 
 @pytest.mark.parametrize("named", [False, True])
 def test_a_full_disk_while_writing_the_report_names_it(tmp_path, segformers, fake_evaluation, monkeypatch, named):
-    import layerseg_merge.output as output_module
+    import layerseg_merge.io.output as output_module
 
     class FullDisk:
         def __init__(self, path, mode):
@@ -172,7 +172,7 @@ def test_a_full_disk_while_writing_the_report_names_it(tmp_path, segformers, fak
 
 def test_the_pickle_scan_names_only_foreign_globals(tmp_path):
     """The global scan names nothing in an ordinary weights file (legacy and zip formats)."""
-    from layerseg_merge.checkpoint import pickle_globals
+    from layerseg_merge.io.checkpoint import pickle_globals
 
     torch.save({"w": torch.zeros(2)}, tmp_path / "zip.pth")
     torch.save({"w": torch.zeros(2)}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from conftest import run_in_process
 from helpers import assert_one_line_error, tensors, write_recipe
 
-from layerseg_merge.card import front_matter
 from layerseg_merge.cli import main
+from layerseg_merge.models.card import front_matter
 
 COMMITS = ["a" * 40, "b" * 40, "c" * 40]
 

@@ -10,8 +10,8 @@ with the start-up hook and without: tests/test_startup.py.
 import ast
 from pathlib import Path
 
-from layerseg_merge import mergekit_compat
-from layerseg_merge.mergekit_compat import WORKAROUNDS, lacks
+from layerseg_merge.plugin import compat as mergekit_compat
+from layerseg_merge.plugin.compat import WORKAROUNDS, lacks
 
 TESTS = Path(__file__).resolve().parent
 # What each workaround makes work, proven by a test that holds with and without it (on a mergekit that lacks the
@@ -52,8 +52,8 @@ def test_each_workaround_is_in_place_exactly_when_active():
     from transformers import SegformerConfig
 
     import layerseg_merge
-    from layerseg_merge.architectures.mergekit_glue import SEGMENTATION_ARCHITECTURE
-    from layerseg_merge.method import layerwise_seg
+    from layerseg_merge.plugin.architectures import SEGMENTATION_ARCHITECTURE
+    from layerseg_merge.plugin.method import layerwise_seg
 
     layerseg_merge.register()
     tagged = {

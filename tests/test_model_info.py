@@ -57,7 +57,9 @@ def test_imported_heads_choose_the_mmseg_loader(tmp_path):
     from layerseg_merge.models.loading import loader_for
 
     for kind, loader in (("daformer", "mmseg_uda"), ("hrda", "mmseg_uda"), ("edaps", "mmseg_uda"),
-                         ("segformer", "transformers")):
+                         ("segformer", "mmseg_segformer")):
         (tmp_path / "config.json").write_text(json.dumps({"model_type": "segformer",
                                                           "layerseg_mmseg": {"kind": kind}}))
         assert loader_for(ModelInfo.from_dir(tmp_path)).name == loader, kind
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "segformer"}))
+    assert loader_for(ModelInfo.from_dir(tmp_path)).name == "transformers"

@@ -122,9 +122,9 @@ def test_the_sweep_infers_as_its_inference_options_say(tmp_path):
     """Sliding windows change the demo model's scores; the sweep's score of each candidate is evaluate()'s with
     the same options."""
     from layerseg_merge.cli.demo import recipe_for
+    from layerseg_merge.engine.in_memory import LoadedInputs
     from layerseg_merge.eval.evaluate import evaluate
     from layerseg_merge.resources import DEMO_ASSETS
-    from layerseg_merge.tools.in_memory import LoadedInputs
     from layerseg_merge.tools.sweep import candidates, read_recipe, run_sweep
 
     recipe = tmp_path / "r.yaml"

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from helpers import assert_one_line_error, tensors, tree_digest, write_recipe
 
 from layerseg_merge.cli import main
-from layerseg_merge.output import OutputError, StagedOutput
+from layerseg_merge.io.output import OutputError, StagedOutput
 
 
 def merge(*args):
@@ -232,7 +232,7 @@ def test_sigkill_leaves_the_old_output_and_the_next_run_cleans_up(tmp_path, segf
 KILL_DURING_COMMIT = """
 import os, sys
 from pathlib import Path
-import layerseg_merge.output as output
+import layerseg_merge.io.output as output
 target, point = Path(sys.argv[1]), sys.argv[2]
 if point == "after-exchange":
     output._remove = lambda path: os._exit(9)
@@ -305,7 +305,7 @@ def test_plain_mergekit_yaml_refuses_an_input_as_output(tmp_path, segformers, in
 KILLED_WITH_A_LIVE_CHILD = """
 import os, signal, subprocess, sys, time
 from pathlib import Path
-import layerseg_merge.output as output
+import layerseg_merge.io.output as output
 with output.StagedOutput(Path(sys.argv[1]), overwrite=True) as staged:
     if sys.argv[2] == "forked":
         child = os.fork()
@@ -347,7 +347,7 @@ def test_a_lock_left_by_a_killed_writer_with_a_live_child_is_free(tmp_path, chil
 CHILD_LEAVING_THE_BLOCK = """
 import os, sys
 from pathlib import Path
-import layerseg_merge.output as output
+import layerseg_merge.io.output as output
 with output.StagedOutput(Path(sys.argv[1])) as staged:
     child = os.fork()
     if child == 0:

@@ -3,7 +3,7 @@ import math
 import pytest
 from helpers import expected_coefficients
 
-from layerseg_merge.schedule import ScheduleSettings, anchor_share, coefficients
+from layerseg_merge.engine.schedule import ScheduleSettings, anchor_share, coefficients
 
 
 @pytest.mark.parametrize("shape", ["linear", "cosine", "step"])

@@ -134,15 +134,15 @@ run_merge(config, {str(tmp_path / "out")!r}, MergeOptions(quiet=True, copy_token
 
 def test_registration_when_our_own_module_is_what_loads_mergekit():
     """With the start-up hook and without: registered, and the workarounds installed are those mergekit needs."""
-    from layerseg_merge.mergekit_compat import WORKAROUNDS, lacks
+    from layerseg_merge.plugin.compat import WORKAROUNDS, lacks
 
     script = """
 import json
-import layerseg_merge.method  # imports mergekit half-way through its own import
+import layerseg_merge.plugin.method  # imports mergekit half-way through its own import
 from mergekit.architecture.json_definitions import NAME_TO_ARCH
 from mergekit.merge_methods import registry
 import mergekit.merge
-from layerseg_merge.mergekit_compat import active
+from layerseg_merge.plugin.compat import active
 print("layerwise_seg" in {m.spec.name for m in registry.registered_methods()}, "SegformerModel" in NAME_TO_ARCH)
 print(json.dumps(active()))
 """

@@ -12,7 +12,7 @@ from helpers import assert_one_line_error, save_model, tensors, tiny_segformer_c
 from safetensors.torch import save_file
 
 from layerseg_merge.cli import main
-from layerseg_merge.method import RecipeError
+from layerseg_merge.engine.recipe_yaml import RecipeError
 
 pytestmark = pytest.mark.usefixtures("inputs_untouched")  # every test: inputs untouched
 

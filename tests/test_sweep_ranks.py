@@ -35,12 +35,12 @@ def demo_recipe(tmp_path: Path, name: str) -> Path:
 @pytest.mark.parametrize("scenario, metric", [("miniature_different_heads", "mIoU"),
                                               ("miniature_semantic_into_panoptic", "PQ")])
 def test_sweep_scores_equal_evaluating_each_merge_and_decode_the_data_once(tmp_path, monkeypatch, scenario, metric):
+    from layerseg_merge.engine.in_memory import Candidate, LoadedInputs
+    from layerseg_merge.engine.settings import ScheduleSettings
     from layerseg_merge.eval import images as images_module
     from layerseg_merge.eval.evaluate import evaluate
     from layerseg_merge.eval.options import DataOptions, InferenceOptions
     from layerseg_merge.resources import DEMO_ASSETS
-    from layerseg_merge.schedule import ScheduleSettings
-    from layerseg_merge.tools.in_memory import Candidate, LoadedInputs
     from layerseg_merge.tools.sweep import SweepOptions, read_recipe, run_sweep
 
     val = DEMO_ASSETS / "target_val"
@@ -61,10 +61,11 @@ def test_sweep_scores_equal_evaluating_each_merge_and_decode_the_data_once(tmp_p
     fresh = LoadedInputs(setup.dirs, setup.weights)  # the sweep never changed the inputs it merged from
     for row in result["candidates"]:
         anchor = setup.models.index(row["anchor"])
-        settings = ScheduleSettings(row["uniform_until"], row["anchor_max"], row["schedule"], setup.heads)
+        settings = ScheduleSettings(row["uniform_until"], row["anchor_max"], row["schedule"], setup.heads,
+                                    setup.buffers)
         report = evaluate(setup.dirs[anchor], DataOptions(data, limit=5, workers=0),
                           "panoptic" if metric == "PQ" else "semantic", InferenceOptions("cpu", 3), progress=False,
-                          tensors=fresh.merge(Candidate(anchor, settings, setup.buffers)))
+                          tensors=fresh.merge(Candidate(anchor, settings)))
         assert row["score"] == (report["All"]["pq"] if metric == "PQ" else report["mIoU"]), row
 
 

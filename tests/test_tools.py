@@ -15,8 +15,8 @@ from PIL import Image
 
 from layerseg_merge.architectures import layout_of
 from layerseg_merge.cli import main
-from layerseg_merge.schedule import ScheduleSettings
-from layerseg_merge.tools.in_memory import Candidate, LoadedInputs
+from layerseg_merge.engine.in_memory import Candidate, LoadedInputs
+from layerseg_merge.engine.settings import ScheduleSettings
 
 
 def run(*args):
@@ -74,7 +74,7 @@ def test_in_memory_merges_equal_layerseg_merge_tensor_by_tensor(tmp_path, segfor
     on_disk = tensors(tmp_path / "out")
     buffers = settings.pop("buffers")
     merged = LoadedInputs([str(p) for p in segformers], weights).merge(
-        Candidate(1, ScheduleSettings(**settings), buffers))
+        Candidate(1, ScheduleSettings(**settings, buffers=buffers)))
     assert merged.keys() == on_disk.keys()
     for name, value in on_disk.items():
         assert merged[name].dtype == value.dtype and torch.equal(merged[name], value), name
@@ -88,7 +88,7 @@ def test_in_memory_merge_across_hosts_equals_mergekit(tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", paths, paths[0], heads="uniform", uniform_until=0.25)
     on_disk = tensors(run_in_process(recipe, tmp_path / "out"))
     merged = LoadedInputs([str(p) for p in paths]).merge(
-        Candidate(0, ScheduleSettings(uniform_until=0.25, heads="uniform"), "pooled"))
+        Candidate(0, ScheduleSettings(uniform_until=0.25, heads="uniform")))
     assert merged.keys() == on_disk.keys()
     assert all(torch.equal(merged[n], on_disk[n]) for n in on_disk)
 

@@ -71,11 +71,11 @@ for tree in stock patched; do
     printf '%s: ' "$tree"
     in_tree "$tree" env -u LAYERSEG_MERGE_NO_HOOK "$PY" -c \
         "import mergekit.merge, layerseg_merge; layerseg_merge.register()
-from layerseg_merge.mergekit_compat import active; print(active() or 'none')"
+from layerseg_merge.plugin.compat import active; print(active() or 'none')"
 done
 in_tree patched env -u LAYERSEG_MERGE_NO_HOOK "$PY" -c \
     "import mergekit.merge, layerseg_merge; layerseg_merge.register()
-from layerseg_merge.mergekit_compat import active; assert not active(), active()"
+from layerseg_merge.plugin.compat import active; assert not active(), active()"
 
 step "6. the plugin's tests on the patched mergekit"
 MERGEKIT_FACING="tests/test_mergekit_compat.py tests/test_merge.py tests/test_strict_recipes.py
@@ -88,7 +88,7 @@ step "7. the plugin's tests on mergekit with half of the series (0001-0008)"
 printf 'half: '
 in_tree half env -u LAYERSEG_MERGE_NO_HOOK "$PY" -c \
     "import mergekit.merge, layerseg_merge; layerseg_merge.register()
-from layerseg_merge.mergekit_compat import active; print(active())"
+from layerseg_merge.plugin.compat import active; print(active())"
 # shellcheck disable=SC2086  # lists of paths
 (cd "$ROOT" && in_tree half "$PY" -m pytest -q -p no:cacheprovider $MERGEKIT_FACING)
 

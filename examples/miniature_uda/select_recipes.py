@@ -25,11 +25,11 @@ import yaml
 from scipy.stats import spearmanr
 
 from layerseg_merge.cli.demo import SCENARIOS, recipe_for
+from layerseg_merge.engine.in_memory import Candidate, LoadedInputs
+from layerseg_merge.engine.settings import ScheduleSettings
 from layerseg_merge.eval.evaluate import evaluate
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
 from layerseg_merge.models.info import ModelInfo
-from layerseg_merge.schedule import ScheduleSettings
-from layerseg_merge.tools.in_memory import Candidate, LoadedInputs
 from layerseg_merge.tools.recalibrate import recalibrate_directory
 from layerseg_merge.tools.sweep import SweepOptions, read_recipe, run_sweep
 
@@ -65,8 +65,8 @@ def recalibrated_scores(anchor_dir: Path, tensors, val: Path, test: Path, panopt
 
 
 def candidate_of(setup, row) -> Candidate:
-    settings = ScheduleSettings(row["uniform_until"], row["anchor_max"], row["schedule"], setup.heads)
-    return Candidate(setup.models.index(row["anchor"]), settings, setup.buffers)
+    settings = ScheduleSettings(row["uniform_until"], row["anchor_max"], row["schedule"], setup.heads, setup.buffers)
+    return Candidate(setup.models.index(row["anchor"]), settings)
 
 
 def run(assets: Path, log=print) -> dict:

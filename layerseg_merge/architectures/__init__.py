@@ -2,24 +2,15 @@
 
 Importing this package needs neither mergekit nor transformers (``layerseg
 architectures`` stays fast); the layout functions load on first use, and the
-mergekit view of these definitions lives in :mod:`layerseg_merge.architectures.mergekit_glue`.
+mergekit view of these definitions lives in :mod:`layerseg_merge.plugin.architectures`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from layerseg_merge.architectures import hierarchical, segformer, vit
 from layerseg_merge.architectures.base import BackboneFamily, Host
-
-FAMILIES: dict[str, BackboneFamily] = {
-    model_type: family
-    for family in (segformer.SEGFORMER, hierarchical.SWIN, hierarchical.CONVNEXT, vit.VIT)
-    for model_type in family.model_types
-}
-HOSTS: dict[str, Host] = {
-    host.architecture: host for host in (*segformer.HOSTS, *hierarchical.HOSTS, *vit.HOSTS)
-}
+from layerseg_merge.architectures.registry import FAMILIES, HOSTS
 
 _LAYOUT_NAMES = ("IncompatibleModels", "ModelLayout", "TensorInfo", "UnsupportedArchitecture", "check_compatible",
                  "layout_of", "layout_of_config", "supported_architectures")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from layerseg_merge.architectures.base import BackboneFamily, Host
-from layerseg_merge.checkpoint import CheckpointError, TensorHeader, read_config, read_tensor_headers
+from layerseg_merge.io.checkpoint import CheckpointError, TensorHeader, read_config, read_tensor_headers
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -71,7 +71,7 @@ class ModelLayout:
 
 
 def _registry() -> tuple[dict[str, Host], dict[str, BackboneFamily]]:
-    from layerseg_merge.architectures import FAMILIES, HOSTS
+    from layerseg_merge.architectures.registry import FAMILIES, HOSTS
 
     return HOSTS, FAMILIES
 
@@ -192,7 +192,7 @@ def layout_of(path: str) -> ModelLayout:
 
 def layout_of_config(config: PretrainedConfig) -> ModelLayout:
     """The layout of the checkpoint that ``config`` was loaded from (a folder, or a Hub id in the cache)."""
-    from layerseg_merge.hub import resolve_model_path
+    from layerseg_merge.io.hub import resolve_model_path
 
     path = getattr(config, "_name_or_path", None) or getattr(config, "name_or_path", None)
     if not path:

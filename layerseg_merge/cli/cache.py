@@ -7,7 +7,7 @@ import time
 
 import click
 
-from layerseg_merge.errors import reported
+from layerseg_merge.cli.reporting import reported
 
 
 @click.group("cache", invoke_without_command=True)

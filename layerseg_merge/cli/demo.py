@@ -60,7 +60,9 @@ def merge(recipe: dict, out: Path) -> Path:
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
 
-    import layerseg_merge  # noqa: F401  (registers with mergekit)
+    from layerseg_merge.plugin import register
+
+    register()  # with mergekit (the start-up hook may be off)
 
     run_merge(MergeConfiguration.model_validate(recipe), str(out),
               MergeOptions(quiet=True, copy_tokenizer=False))
@@ -102,7 +104,7 @@ def one_thread():
 
 def run_demo(out: Path, limit: int | None = None, assets: Path | None = None) -> list[dict]:
     """Score singles and merges into ``out``; ``assets`` overrides the shipped models (other seeds)."""
-    from layerseg_merge.models.loading import quiet_transformers
+    from layerseg_merge.models.transformers_loader import quiet_transformers
 
     with one_thread(), quiet_transformers():
         return _run_demo(out, limit, assets)
@@ -215,8 +217,8 @@ def demo(out: Path, limit: int | None) -> None:
 
     Works from any directory: the models, the target test split and the recipes ship with the package.
     """
-    from layerseg_merge.errors import reported
-    from layerseg_merge.output import StagedOutput
+    from layerseg_merge.cli.reporting import reported
+    from layerseg_merge.io.output import StagedOutput
     from layerseg_merge.resources import demo_assets
 
     started = time.perf_counter()

@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 
 from layerseg_merge.cli.options import data_options, inference_options
-from layerseg_merge.errors import reported, writing
+from layerseg_merge.cli.reporting import reported
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
 from layerseg_merge.eval.reports import bar_chart, compare, markdown, per_class_values, write_json
+from layerseg_merge.io.errors import writing
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -21,7 +22,7 @@ def _same_file(a: str, b: str) -> bool:
 
 def _check_outputs(out: str | None, plot: str | None, inputs: tuple[str, ...] = ()) -> None:
     """Refuse unwritable report paths, paths inside an input, or one file for both, before the work, not after it."""
-    from layerseg_merge.output import check_writable_file
+    from layerseg_merge.io.output import check_writable_file
 
     for path in (out, plot):
         if path:
@@ -71,7 +72,7 @@ def eval_command(model, on: DataOptions, task, infer: InferenceOptions, classes,
     """Run MODEL (a transformers directory) over a dataset and score it."""
     from layerseg_merge.eval.datasets import input_paths
     from layerseg_merge.eval.evaluate import evaluate
-    from layerseg_merge.output import check_writable_file
+    from layerseg_merge.io.output import check_writable_file
 
     data_paths = input_paths(on.data)
     _run(lambda: _check_outputs(out, plot, inputs=(model, *data_paths)))
@@ -85,7 +86,7 @@ def eval_command(model, on: DataOptions, task, infer: InferenceOptions, classes,
                f"{timing['startup_seconds']:.1f} s, not counted)", err=True)
     _finish(report, out, plot, f"{Path(model).name} on {on.data}", "evaluation")
     if card:
-        from layerseg_merge.card import add_eval_result
+        from layerseg_merge.models.card import add_eval_result
 
         written = _write(model_card, lambda: add_eval_result(model, report, on.data, on.split), "evaluation")
         click.echo(f"result added to the model card {written}", err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from layerseg_merge.errors import reported
+from layerseg_merge.cli.reporting import reported
 
 
 def _test_scale(value: str | None) -> tuple[int, int] | None:
@@ -53,7 +53,7 @@ def import_mmseg(checkpoint: str, out: str, weights: str, num_heads: str | None,
     """
     with reported("import"):
         from layerseg_merge.formats.mmseg import convert, write_model_dir
-        from layerseg_merge.output import StagedOutput
+        from layerseg_merge.io.output import StagedOutput
 
         heads = tuple(int(v) for v in num_heads.split(",")) if num_heads else None
         if heads is not None and len(heads) != 4:
@@ -90,7 +90,7 @@ def export_mmseg(model: str, out: str, overwrite: bool) -> None:
         import torch
 
         from layerseg_merge.formats.mmseg import export_state
-        from layerseg_merge.output import StagedOutput
+        from layerseg_merge.io.output import StagedOutput
 
         state = export_state(model)
         with StagedOutput(out, "file", overwrite=overwrite, inputs=[model]) as staged:

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING
 import click
 
 from layerseg_merge.cli.merge_options import given_arguments, merge_option_params, parse_merge_options
-from layerseg_merge.errors import reported
+from layerseg_merge.cli.reporting import reported
 
 if TYPE_CHECKING:
-    from layerseg_merge.recipe_yaml import RecipeFile
+    from layerseg_merge.engine.recipe_yaml import RecipeFile
 
 MERGEKIT_OPTIONS, _ = merge_option_params()
 
 
 def _is_local(path: str) -> bool:
-    from layerseg_merge.hub import is_hub_id
+    from layerseg_merge.io.hub import is_hub_id
 
     return not is_hub_id(path.split("@", 1)[0])
 
@@ -31,8 +31,8 @@ def _is_local(path: str) -> bool:
 def quick_checks(recipe: str, out: str, overwrite: bool) -> RecipeFile:
     """What fails without mergekit: the recipe file and its YAML, the output path, missing local models; returns
     the recipe as read (once: a pipe gives its text only once)."""
-    from layerseg_merge.output import check_replaceable, check_target
-    from layerseg_merge.recipe_yaml import RecipeError, RecipeFile, model_paths
+    from layerseg_merge.engine.recipe_yaml import RecipeError, RecipeFile, model_paths
+    from layerseg_merge.io.output import check_replaceable, check_target
 
     read = RecipeFile.read(recipe)
     local = [path for path in model_paths(read.data) if _is_local(path)]

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import click
 
-from layerseg_merge.errors import one_line
 from layerseg_merge.eval.options import AMP_MODES, PREPROCESS_MODES, DataOptions, InferenceOptions
+from layerseg_merge.io.errors import one_line
 
 Decorator = Callable[[Callable], Callable]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from layerseg_merge.cli.options import data_options, gathered, inference_options
-from layerseg_merge.errors import reported
+from layerseg_merge.cli.reporting import reported
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
 
 
@@ -65,7 +65,7 @@ def analyze_command(models, anchor, device, out, plot) -> None:
     if len(models) < 2:
         raise click.ClickException("analyze compares at least 2 models")
     with reported("analyze"):
-        from layerseg_merge.output import check_writable_file
+        from layerseg_merge.io.output import check_writable_file
         from layerseg_merge.tools.analyze import analyze, write_report
         from layerseg_merge.tools.analyze import plot as draw
 
@@ -134,7 +134,7 @@ def sweep_command(recipe, on: DataOptions, grid_options, search, out, infer: Inf
 
         import yaml
 
-        from layerseg_merge.output import StagedOutput
+        from layerseg_merge.io.output import StagedOutput
         from layerseg_merge.tools.sweep import best_recipe, parse_grid, plot, read_recipe, run_sweep, table
 
         setup = read_recipe(recipe, _echo)
@@ -181,7 +181,7 @@ def recalibrate_command(model, on: DataOptions, out, infer: InferenceOptions, ov
     """
     _passive_threads()
     with reported("recalibration"), _ranks_joined():
-        from layerseg_merge.output import StagedOutput
+        from layerseg_merge.io.output import StagedOutput
         from layerseg_merge.tools.recalibrate import recalibrate_directory
 
         if _launch_rank() != 0:

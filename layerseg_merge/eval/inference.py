@@ -36,7 +36,7 @@ from layerseg_merge.models.sliding import Stitcher, windows
 
 def pick_device(device: str = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU."""
-    from layerseg_merge.errors import option
+    from layerseg_merge.io.errors import option
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

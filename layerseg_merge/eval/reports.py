@@ -21,7 +21,7 @@ def _clean(value):
 
 def write_json(report: dict, path: str | Path) -> None:
     """Write ``report`` (NaN as null) atomically: a reader sees the old file or the new one."""
-    from layerseg_merge.output import write_file_atomically
+    from layerseg_merge.io.output import write_file_atomically
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_file_atomically(path, json.dumps(_clean(report), indent=2, allow_nan=False) + "\n")
@@ -102,7 +102,7 @@ def bar_chart(values: dict[str, float | None], path: str | Path, title: str) -> 
             right = left + int((width - left - 70) * value)
             draw.rectangle([left, y + 2, right, y + row - 3], fill="#3b78c4")
         draw.text((width - 62, y + 2), _pct(value), fill="black")
-    from layerseg_merge.output import write_file_atomically
+    from layerseg_merge.io.output import write_file_atomically
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()

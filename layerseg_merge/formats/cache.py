@@ -131,7 +131,7 @@ def is_cache_entry(path: Path) -> bool:
 @contextlib.contextmanager
 def _serialised(target: Path) -> Iterator[None]:
     """One import of ``target`` at a time, across processes (a second one waits); the lock file is removed after."""
-    from layerseg_merge.output import _same_file
+    from layerseg_merge.io.output import _same_file
 
     lock = folder("locks", create=True) / f"{target.name}.lock"
     while True:
@@ -151,7 +151,7 @@ def _serialised(target: Path) -> Iterator[None]:
 def imported_dir(checkpoint: str | Path, weights: str = "student", log=lambda message: None) -> Path:
     """The model directory of ``checkpoint`` (an mmseg .pth), importing it into the cache the first time."""
     from layerseg_merge.formats.mmseg import MmsegError, content_hash, convert, write_model_dir
-    from layerseg_merge.output import StagedOutput
+    from layerseg_merge.io.output import StagedOutput
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -211,3 +211,23 @@ def remove(entry: Path) -> None:
     if not is_cache_entry(entry):
         raise ValueError(f"{entry} is not a layerseg-merge cache entry; nothing was removed")
     shutil.rmtree(entry)
+
+
+def import_checkpoint_models(data: dict, log=lambda message: None) -> dict[str, str]:
+    """Replace the ``.pth`` model paths of a raw recipe by their imported directories (a cache keyed by content);
+    returns the map."""
+    from layerseg_merge.engine.recipe_yaml import replace_model_paths
+
+    imported: dict[str, str] = {}
+
+    def replace(path: str) -> str:
+        if not is_checkpoint_file(path):
+            return path
+        if path not in imported:
+            imported[path] = str(imported_dir(path, log=log))
+        return imported[path]
+
+    replace_model_paths(data, replace)
+    if imported:
+        evict(max_bytes(), keep={Path(p) for p in imported.values()}, log=log)
+    return imported

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from layerseg_merge.checkpoint import CheckpointError, unpickling_detail, unpickling_refusal
 from layerseg_merge.formats.mmseg_config import ConfigError, read_test_settings
+from layerseg_merge.io.checkpoint import CheckpointError, unpickling_detail, unpickling_refusal
 
 UDA_PREFIXES = ("model.", "ema_model.", "imnet_model.")
 ARCHITECTURES = {
@@ -462,7 +462,7 @@ def write_model_dir(imported: Imported, directory: Path) -> None:
     """Write config.json, model.safetensors and preprocessor_config.json into ``directory``."""
     from safetensors.torch import save_file
 
-    from layerseg_merge.errors import writing
+    from layerseg_merge.io.errors import writing
 
     with writing(directory / "model.safetensors"):
         save_file(dict(imported.tensors), directory / "model.safetensors", metadata={"format": "pt"})
@@ -474,7 +474,7 @@ def write_model_dir(imported: Imported, directory: Path) -> None:
 
 def export_state(model_dir: str | Path) -> dict:
     """The mmseg checkpoint of an imported (or merged) directory: ``{meta, state_dict}`` with ``model.*`` keys."""
-    from layerseg_merge.checkpoint import load_tensors
+    from layerseg_merge.io.checkpoint import load_tensors
     from layerseg_merge.models.info import ModelInfo
 
     model_dir = Path(model_dir)

@@ -22,7 +22,7 @@ class ModelInfo:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path) -> ModelInfo:
-        from layerseg_merge.checkpoint import read_config
+        from layerseg_merge.io.checkpoint import read_config
 
         config = read_config(model_dir)
         panoptic_head = config.get("panoptic_head") or None

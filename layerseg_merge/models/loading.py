@@ -2,14 +2,14 @@
 
 A loader builds an ``nn.Module`` in eval mode, on the CPU, from a directory, or from ``tensors`` given under the
 directory's file names (an in-memory merge). Built in, tried in this order: imported DAFormer / HRDA / MIC / EDAPS
-checkpoints (:mod:`.mmseg_uda`), then transformers' Auto classes for everything else. Another file format adds its
+checkpoints and imported NVlabs SegFormers (:mod:`.mmseg_uda`), then transformers' Auto classes for everything
+else (:mod:`.transformers_loader`). Another file format adds its
 own with :func:`register_loader`; entries name their function as ``"module:function"`` so that choosing a loader
 imports only the one chosen.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +39,9 @@ class LoaderEntry:
 
 LOADERS: list[LoaderEntry] = [
     LoaderEntry("mmseg_uda", lambda info: info.imported_heads, "layerseg_merge.models.mmseg_uda:load_mmseg_model"),
-    LoaderEntry("transformers", lambda info: True, "layerseg_merge.models.loading:load_transformers_model"),
+    LoaderEntry("mmseg_segformer", lambda info: info.mmseg is not None,
+                "layerseg_merge.models.mmseg_uda:load_mmseg_segformer"),
+    LoaderEntry("transformers", lambda info: True, "layerseg_merge.models.transformers_loader:load_transformers_model"),
 ]
 
 
@@ -59,45 +61,3 @@ def load_model(model_dir: str | Path, tensors: dict | None = None, info: ModelIn
     """The runnable model of ``model_dir`` in eval mode; ``tensors`` replaces the directory's weights."""
     info = info or ModelInfo.from_dir(model_dir)
     return loader_for(info).loader()(Path(model_dir), info, tensors).eval()
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """transformers' load reports (unexpected keys of an imported head, say) and its "Loading weights" progress
-    bars are noise for repeated loads: both off inside, as they were after."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def load_transformers_model(model_dir: Path, info: ModelInfo, tensors: dict | None) -> nn.Module:
-    """transformers' Auto class for the model type: universal (Mask2Former, MaskFormer, OneFormer) or semantic."""
-    from transformers import AutoConfig, AutoModelForSemanticSegmentation, AutoModelForUniversalSegmentation
-
-    auto = AutoModelForUniversalSegmentation if info.universal else AutoModelForSemanticSegmentation
-    if tensors is None:
-        try:
-            model = auto.from_pretrained(model_dir)
-        except Exception:  # a bad or unsafe weights file: the reader's own message names it
-            from layerseg_merge.checkpoint import read_tensor_headers
-
-            read_tensor_headers(model_dir)
-            raise
-    else:
-        config = AutoConfig.from_pretrained(model_dir)
-        model_class = auto._model_mapping[type(config)]  # the Auto classes take no state dict alone
-        with quiet_transformers():
-            model = model_class.from_pretrained(None, config=config, state_dict=tensors)
-    if info.mmseg is not None:  # an imported mmseg SegFormer: its MiT's original LayerNorm eps
-        from layerseg_merge.models.mmseg_uda import set_mit_layer_norm_eps
-
-        set_mit_layer_norm_eps(model)
-    return model

@@ -203,8 +203,8 @@ def load_mmseg_model(model_dir: Path, info: ModelInfo, tensors: dict | None = No
     """
     from transformers import AutoConfig, SegformerModel
 
-    from layerseg_merge.checkpoint import load_tensors
-    from layerseg_merge.models.loading import quiet_transformers
+    from layerseg_merge.io.checkpoint import load_tensors
+    from layerseg_merge.models.transformers_loader import quiet_transformers
 
     settings = info.mmseg
     if settings["kind"] == "edaps":
@@ -222,3 +222,13 @@ def load_mmseg_model(model_dir: Path, info: ModelInfo, tensors: dict | None = No
     head = {k[len("decode_head."):]: v for k, v in tensors.items() if k.startswith("decode_head.")}
     model.decode_head.load_state_dict(head, strict=True)
     return model.eval()
+
+
+def load_mmseg_segformer(model_dir: Path, info: ModelInfo, tensors: dict | None) -> nn.Module:
+    """An imported NVlabs SegFormer: transformers' ``SegformerForSemanticSegmentation`` with the original MiT's
+    LayerNorm eps."""
+    from layerseg_merge.models.transformers_loader import load_transformers_model
+
+    model = load_transformers_model(model_dir, info, tensors)
+    set_mit_layer_norm_eps(model)
+    return model

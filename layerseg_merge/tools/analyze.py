@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from layerseg_merge.tensor_merge import is_batchnorm_statistic
+from layerseg_merge.engine.arithmetic import is_batchnorm_statistic
 
 
 class _Sums:
@@ -48,9 +48,9 @@ def analyze(model_dirs: Sequence[str], anchor: int = 0, device: str = "cpu", pro
     from tqdm import tqdm
 
     from layerseg_merge.architectures.layout import check_compatible, layout_of
-    from layerseg_merge.checkpoint import weight_files
     from layerseg_merge.eval.inference import pick_device
-    from layerseg_merge.hub import resolve_model_path
+    from layerseg_merge.io.checkpoint import weight_files
+    from layerseg_merge.io.hub import resolve_model_path
 
     dirs = [resolve_model_path(d) for d in model_dirs]
     layouts = [layout_of(d) for d in dirs]
@@ -134,6 +134,6 @@ def plot(report: dict, path: str | Path) -> None:
 
 
 def write_report(report: dict, path: str | Path) -> None:
-    from layerseg_merge.output import write_file_atomically
+    from layerseg_merge.io.output import write_file_atomically
 
     write_file_atomically(path, json.dumps(report, indent=2) + "\n")

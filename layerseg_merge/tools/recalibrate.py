@@ -123,7 +123,7 @@ def write_recalibrated(segmenter, model_dir: Path, out: Path, workdir: Path) -> 
 
     from safetensors.torch import save_file
 
-    from layerseg_merge.checkpoint import load_tensors, weight_files
+    from layerseg_merge.io.checkpoint import load_tensors, weight_files
 
     statistics = _statistics(segmenter, model_dir, workdir)
     tensors = load_tensors(str(model_dir))
@@ -156,9 +156,9 @@ def recalibrate_directory(model_dir: str | Path, on: DataOptions, out_dir: Path 
     Under torchrun every rank takes part and only the one given ``out_dir`` (rank 0) writes; the
     others pass None.
     """
-    from layerseg_merge.card import evaluated_split, note_recalibration
     from layerseg_merge.eval.evaluate import join_ranks
     from layerseg_merge.eval.inference import Segmenter
+    from layerseg_merge.models.card import evaluated_split, note_recalibration
 
     if infer.amp != "off" or infer.slide is not None or infer.compile:
         raise ValueError("recalibration runs the model in float32 on whole images: amp, slide and compile do not "

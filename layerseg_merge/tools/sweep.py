@@ -1,6 +1,6 @@
 """Choose a recipe on a validation split: a grid over the anchor, ``uniform_until``, ``anchor_max`` and ``schedule``.
 
-The inputs are loaded once; each candidate is merged in memory (:mod:`layerseg_merge.tools.in_memory`,
+The inputs are loaded once; each candidate is merged in memory (:mod:`layerseg_merge.engine.in_memory`,
 the same tensors ``layerseg merge`` writes), copied into its anchor's model and scored on the split
 given (decoded once, :mod:`layerseg_merge.tools.scoring`), with labels (mIoU or PQ) or, with
 ``unsupervised``, by the label-free heuristic of :mod:`layerseg_merge.tools.unsupervised`. Under
@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from layerseg_merge.engine.in_memory import Candidate, LoadedInputs
+from layerseg_merge.engine.settings import METHOD_NAME, SHAPES, ScheduleSettings, input_weight
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
 from layerseg_merge.models.info import ModelInfo
-from layerseg_merge.schedule import BUFFER_POLICIES, HEAD_POLICIES, SHAPES, ScheduleSettings
-from layerseg_merge.tools.in_memory import Candidate, LoadedInputs
 
 DEFAULT_GRID = {"uniform_until": [0.0, 0.25, 0.5, 0.75, 1.0], "anchor_max": [0.5, 0.75, 1.0],
                 "schedule": list(SHAPES)}
@@ -75,15 +75,14 @@ def candidates(grid: dict, anchors: Sequence[int], heads: str, buffers: str) -> 
                                                        grid["schedule"]):
         if until >= 1.0:
             top, shape = 1.0, "linear"
-        candidate = Candidate(anchor, ScheduleSettings(until, top, shape, heads), buffers)
+        candidate = Candidate(anchor, ScheduleSettings(until, top, shape, heads, buffers))
         if candidate not in seen:
             seen.add(candidate)
             out.append(candidate)
     return out
 
 
-def _scalar(parameters: dict | None, key: str, default, where: str):
-    value = (parameters or {}).get(key, default)
+def _plain(value, key: str, where: str):
     if isinstance(value, list | dict):
         raise SweepError(f"{where}: the sweep needs a plain value for {key!r} (not a gradient or filter)")
     return value
@@ -105,29 +104,24 @@ class Setup:
 def read_recipe(path: str | Path, log: Callable[[str], None]) -> Setup:
     import copy
 
-    from layerseg_merge.method import METHOD_NAME
-    from layerseg_merge.recipe import model_directory, parse_recipe
-    from layerseg_merge.recipe_yaml import RecipeFile
+    from layerseg_merge.engine.recipe_yaml import RecipeFile
+    from layerseg_merge.formats.cache import import_checkpoint_models
+    from layerseg_merge.plugin.recipe import model_directory, parse_recipe
 
     recipe = RecipeFile.read(path)  # once: a pipe gives its text only once
     raw = recipe.data
-    config = parse_recipe(recipe.data, str(path), import_checkpoints=True, log=log)
+    config = parse_recipe(recipe.data, str(path), lambda data: bool(import_checkpoint_models(data, log)))
     if config.merge_method != METHOD_NAME or not config.models:
         raise SweepError(f"{path}: the sweep takes a layerwise_seg recipe with `models:`")
     where = str(path)
     dirs = [model_directory(m.model, where) for m in config.models]
-    weights = [float(_scalar(m.parameters, "weight", _scalar(config.parameters, "weight", 1.0, where), where))
-               for m in config.models]
-    heads = _scalar(config.parameters, "heads", "anchor", where)
-    buffers = _scalar(config.parameters, "buffers", "pooled", where)
-    if heads not in HEAD_POLICIES or buffers not in BUFFER_POLICIES:
-        raise SweepError(f"{where}: unknown heads {heads!r} or buffers {buffers!r}")
-    settings = ScheduleSettings(float(_scalar(config.parameters, "uniform_until", 0.5, where)),
-                                float(_scalar(config.parameters, "anchor_max", 1.0, where)),
-                                _scalar(config.parameters, "schedule", "linear", where), heads)
+    weights = [float(_plain(input_weight(m.parameters, config.parameters), "weight", where)) for m in config.models]
+    shared = {key: _plain(value, key, where) for key, value in (config.parameters or {}).items() if key != "weight"}
+    settings = ScheduleSettings.from_parameters(shared)  # (the recipe's values: checked as mergekit reads them)
     anchor = [m.model for m in config.models].index(config.base_model)
     names = [entry["model"] if isinstance(entry, dict) else str(entry) for entry in raw["models"]]
-    return Setup(copy.deepcopy(raw), names, dirs, weights, heads, buffers, Candidate(anchor, settings, buffers))
+    return Setup(copy.deepcopy(raw), names, dirs, weights, settings.heads, settings.buffers,
+                 Candidate(anchor, settings))
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,18 @@
-"""Per-input merge coefficients of the layer-wise anchor schedule (DESIGN.md §3).
+"""The settings of a ``layerwise_seg`` merge: their one set of defaults, their checks, an input's weight.
 
-Pure math: no mergekit, no files, no tensors. A tensor is described by its role
-(``"backbone"`` or ``"head"``) and, for backbone tensors, its depth in [0, 1].
+Every path that reads the method's parameters (the mergekit kernel, the in-memory merges of the sweep,
+the recipe checks, the model card) takes its defaults and checks from here. No mergekit, no torch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Literal, get_args
+
+METHOD_NAME = "layerwise_seg"
+DEFAULT_WEIGHT = 1.0
 
 Shape = Literal["linear", "cosine", "step"]
 HeadPolicy = Literal["anchor", "schedule", "uniform"]
@@ -67,76 +70,43 @@ def check_anchor_and_count(anchor: object | None, models: Sequence[object], wher
 
 @dataclass(frozen=True)
 class ScheduleSettings:
-    """The recipe parameters that shape the anchor's share along depth."""
+    """The recipe parameters shared by a merge's tensors (its ``parameters:``): the anchor's share along depth,
+    the heads' and the BatchNorm statistics' policies. The field defaults are the method's defaults."""
 
     uniform_until: float = 0.5
     anchor_max: float = 1.0
     schedule: Shape = "linear"
     heads: HeadPolicy = "anchor"
+    buffers: BufferPolicy = "pooled"
 
     def __post_init__(self) -> None:
         check_unit_interval("uniform_until", self.uniform_until)
         check_unit_interval("anchor_max", self.anchor_max)
         check_choice("schedule", self.schedule, SHAPES)
         check_choice("heads", self.heads, HEAD_POLICIES)
+        check_choice("buffers", self.buffers, BUFFER_POLICIES)
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping | None) -> ScheduleSettings:
+        """The settings a mapping of plain parameter values gives (missing ones: the defaults)."""
+        given = {f.name: parameters[f.name] for f in fields(cls) if parameters and f.name in parameters}
+        for name in ("uniform_until", "anchor_max"):
+            if name in given and not isinstance(given[name], bool):
+                given[name] = float(given[name])
+        return cls(**given)
 
 
-def shape_value(shape: Shape, r: float) -> float:
-    """The ramp from 0 (at ``uniform_until``) to 1 (at depth 1)."""
-    if shape == "linear":
-        return r
-    if shape == "cosine":
-        return (1.0 - math.cos(math.pi * r)) / 2.0
-    return 1.0  # step
+DEFAULTS = ScheduleSettings()
+SHARED_PARAMETERS: tuple[str, ...] = tuple(f.name for f in fields(ScheduleSettings))
+PER_INPUT_PARAMETERS: tuple[str, ...] = ("weight",)
 
 
-def anchor_share(
-    depth: float, anchor_uniform_share: float, settings: ScheduleSettings
-) -> float:
-    """alpha(d): the anchor's coefficient for a backbone tensor at ``depth``."""
-    if depth <= settings.uniform_until:
-        return anchor_uniform_share
-    r = (depth - settings.uniform_until) / (1.0 - settings.uniform_until)
-    ramp = shape_value(settings.schedule, r)
-    return anchor_uniform_share + (settings.anchor_max - anchor_uniform_share) * ramp
+def input_weight(own: Mapping | None, shared: Mapping | None = None):
+    """An input's ``weight``: its own, else the recipe's (``parameters:``), else :data:`DEFAULT_WEIGHT` (as given:
+    a value to check, or a gradient/filter list)."""
+    for scope in (own, shared):
+        if scope and "weight" in scope:
+            return scope["weight"]
+    return DEFAULT_WEIGHT
 
 
-def coefficients(
-    weights: Sequence[float],
-    anchor_index: int,
-    role: Role,
-    depth: float | None,
-    settings: ScheduleSettings,
-) -> list[float]:
-    """Coefficients c_i (summing to 1) for one tensor, in the order of ``weights``.
-
-    ``weights`` are the inputs' ``weight`` values for the inputs that hold the
-    tensor; ``anchor_index`` points at the anchor among them. ``depth`` is
-    required for backbone tensors and ignored for heads.
-    """
-    check_weights(weights)
-    if len(weights) == 1:
-        return [1.0]
-    if not math.isfinite(sum(weights)):  # finite weights whose sum overflows: only their ratios matter
-        largest = max(weights)
-        weights = [w / largest for w in weights]
-    total = float(sum(weights))
-    others = total - weights[anchor_index]
-    if others == 0.0:
-        return [1.0 if i == anchor_index else 0.0 for i in range(len(weights))]
-    uniform = weights[anchor_index] / total
-    if role == "head":
-        if settings.heads == "anchor":
-            alpha = 1.0
-        elif settings.heads == "uniform":
-            alpha = uniform
-        else:
-            alpha = anchor_share(1.0, uniform, settings)
-    else:
-        if depth is None or not 0.0 <= depth <= 1.0:
-            raise ValueError(f"layerwise_seg: backbone depth must lie in [0, 1]; got {depth}")
-        alpha = anchor_share(depth, uniform, settings)
-    return [
-        alpha if i == anchor_index else (1.0 - alpha) * w / others
-        for i, w in enumerate(weights)
-    ]

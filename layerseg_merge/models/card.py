@@ -23,7 +23,7 @@ PLOT_FILE = "coefficients.png"
 
 def hub_ids(models: Sequence[str]) -> list[str]:
     """The inputs named by a Hub id (``org/name``, not a local path), without their ``@revision``."""
-    from layerseg_merge.hub import is_hub_id
+    from layerseg_merge.io.hub import is_hub_id
 
     names = (m.split("@", 1)[0] for m in models)
     return sorted({name for name in names if is_hub_id(name)})
@@ -145,7 +145,7 @@ def write_card(out_dir: str | Path, models: Sequence[str], anchor: str, recipe_y
         info = ModelInfo.from_dir(out_dir)
     if records:
         plot_coefficients(records, out_dir / PLOT_FILE, anchor)
-    from layerseg_merge.output import staged_name
+    from layerseg_merge.io.output import staged_name
 
     name = staged_name(out_dir.name) or out_dir.name
     return card_text(models, anchor, recipe_yaml, info.task if info else None, name, plot=bool(records), info=info)
@@ -204,7 +204,7 @@ def add_eval_result(model_dir: str | Path, report: dict, data: str, split: str) 
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    from layerseg_merge.output import write_file_atomically
+    from layerseg_merge.io.output import write_file_atomically
 
     path = Path(model_dir) / "README.md"
     if path.exists():
@@ -246,7 +246,7 @@ def note_recalibration(model_dir: str | Path, data: str, split: str, images: int
     The card's ``model-index`` results were measured on the weights before the recalibration: they are
     removed, and the new section says so. A section from an earlier recalibration is replaced.
     """
-    from layerseg_merge.output import write_file_atomically
+    from layerseg_merge.io.output import write_file_atomically
 
     path = Path(model_dir) / "README.md"
     if not path.is_file():

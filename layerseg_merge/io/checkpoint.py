@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from layerseg_merge.errors import CheckpointError  # noqa: F401  (raised here; defined where nothing heavy loads)
+from layerseg_merge.io.errors import CheckpointError  # noqa: F401  (raised here; defined where nothing heavy loads)
 
 
 @dataclass(frozen=True)

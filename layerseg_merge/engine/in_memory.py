@@ -1,8 +1,8 @@
 """``layerwise_seg`` merges in memory: every input loaded once, any number of settings merged from it.
 
 The result equals what mergekit writes for the same recipe (the same layouts, the members and
-coefficients of :func:`layerseg_merge.tensor_plan.plan_tensor`, inputs in recipe order, and
-:func:`layerseg_merge.tensor_merge.merge_tensor`),
+coefficients of :func:`layerseg_merge.engine.plan.plan_tensor`, inputs in recipe order, and
+:func:`layerseg_merge.engine.arithmetic.merge_tensor`),
 without planning, executors or files: what ``layerseg sweep`` needs to try dozens of settings.
 """
 
@@ -10,24 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import reduce
 
 import torch
 
 from layerseg_merge.architectures.layout import ModelLayout, check_compatible, layout_of
-from layerseg_merge.checkpoint import load_tensors
-from layerseg_merge.schedule import ScheduleSettings
-from layerseg_merge.tensor_merge import cast_checked, merge_tensor, running_mean_name
-from layerseg_merge.tensor_plan import plan_tensor
+from layerseg_merge.engine.arithmetic import running_mean_name
+from layerseg_merge.engine.driver import merge_planned
+from layerseg_merge.engine.plan import plan_tensor
+from layerseg_merge.engine.settings import DEFAULT_WEIGHT, ScheduleSettings
+from layerseg_merge.io.checkpoint import load_tensors
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One point of a sweep: which input is the anchor, and the schedule."""
+    """One point of a sweep: which input is the anchor, and the settings."""
 
     anchor: int
     settings: ScheduleSettings
-    buffers: str = "pooled"
 
 
 class LoadedInputs:
@@ -35,7 +34,7 @@ class LoadedInputs:
 
     def __init__(self, model_dirs: Sequence[str], weights: Sequence[float] | None = None):
         self.dirs = list(model_dirs)
-        self.weights = list(weights) if weights is not None else [1.0] * len(self.dirs)
+        self.weights = list(weights) if weights is not None else [DEFAULT_WEIGHT] * len(self.dirs)
         self.layouts: list[ModelLayout] = [layout_of(d) for d in self.dirs]
         self.tensors = [load_tensors(d) for d in self.dirs]
 
@@ -53,12 +52,10 @@ class LoadedInputs:
             if plan.is_copy:
                 out[name] = value
                 continue
-            common = reduce(torch.promote_types, (self.tensors[i][n].dtype for i, n in zip(plan.members, plan.names)))
-            values = [self.tensors[i][n].to(common) for i, n in zip(plan.members, plan.names)]
+            values = [self.tensors[i][n] for i, n in zip(plan.members, plan.names)]
             means = None
-            if candidate.buffers == "pooled" and name.endswith("running_var"):
+            if candidate.settings.buffers == "pooled" and name.endswith("running_var"):
                 means = [self.tensors[i][running_mean_name(n)] for i, n in zip(plan.members, plan.names)]
-            merged = merge_tensor(values, plan.coefficients, plan.anchor_position, name, candidate.buffers, means,
-                                  labels=[self.dirs[i] for i in plan.members])
-            out[name] = cast_checked(merged, value.dtype, name, "the anchor's stored dtype")
+            out[name] = merge_planned(plan, values, means, candidate.settings.buffers,
+                                      [self.dirs[i] for i in plan.members], value.dtype, "the anchor's stored dtype")
         return out

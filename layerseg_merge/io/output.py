@@ -52,7 +52,7 @@ class OutputError(Exception):
 
 
 def _overwrite() -> str:
-    from layerseg_merge.errors import option
+    from layerseg_merge.io.errors import option
 
     return option("--overwrite", "overwrite=True")
 

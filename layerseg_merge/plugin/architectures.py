@@ -15,9 +15,9 @@ from mergekit.architecture import ModelArchitecture, ModuleArchitecture, ModuleD
 from mergekit.architecture.base import WeightInfo
 from transformers import PretrainedConfig
 
-from layerseg_merge import mergekit_compat
 from layerseg_merge.architectures import HOSTS
 from layerseg_merge.architectures.layout import TensorInfo, head_aliases, layout_of_config
+from layerseg_merge.plugin import compat as mergekit_compat
 
 
 def _weight_info(info: TensorInfo, optional: bool) -> WeightInfo:

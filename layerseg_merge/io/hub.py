@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 
-from layerseg_merge.errors import CheckpointError
+from layerseg_merge.io.errors import CheckpointError
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _TRUE = {"1", "on", "yes", "true"}

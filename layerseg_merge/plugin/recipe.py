@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from difflib import get_close_matches
-from pathlib import Path
 
 from mergekit.config import MergeConfiguration
 from pydantic import ValidationError
 
-from layerseg_merge import METHOD_NAME
 from layerseg_merge.architectures import check_compatible, layout_of
-from layerseg_merge.hub import resolve_model_path
-from layerseg_merge.recipe_yaml import RecipeError, parse_yaml, read_recipe_file, replace_model_paths
-from layerseg_merge.schedule import (
+from layerseg_merge.engine.recipe_yaml import RecipeError, parse_yaml
+from layerseg_merge.engine.settings import (
     BUFFER_POLICIES,
     HEAD_POLICIES,
+    METHOD_NAME,
+    PER_INPUT_PARAMETERS,
     SHAPES,
+    SHARED_PARAMETERS,
     check_anchor_and_count,
     check_choice,
     check_unit_interval,
     check_weight,
     check_weights,
+    input_weight,
 )
+from layerseg_merge.io.hub import resolve_model_path
 
 LOG = logging.getLogger("layerseg_merge.method")  # the method's warnings, under one logger name
 
@@ -36,39 +38,14 @@ def _validation_message(error: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-def import_checkpoint_models(data: dict, log=lambda message: None) -> dict[str, str]:
-    """Replace ``.pth`` model paths by their imported directories (a cache keyed by content); returns the map."""
-    from layerseg_merge.formats.cache import evict, imported_dir, is_checkpoint_file, max_bytes
+def parse_recipe(data, where: str = "recipe", resolve_models: Callable[[dict], bool] | None = None
+                 ) -> MergeConfiguration:
+    """Check a recipe already read into a mapping (``where`` names it in messages).
 
-    imported: dict[str, str] = {}
-
-    def replace(path: str) -> str:
-        if not is_checkpoint_file(path):
-            return path
-        if path not in imported:
-            imported[path] = str(imported_dir(path, log=log))
-        return imported[path]
-
-    replace_model_paths(data, replace)
-    if imported:
-        evict(max_bytes(), keep={Path(p) for p in imported.values()}, log=log)
-    return imported
-
-
-def load_recipe(path: str | Path, import_checkpoints: bool = False,
-                log=lambda message: None) -> tuple[MergeConfiguration, str]:
-    """Parse and check a recipe file; return it with its source text.
-
-    ``import_checkpoints``: models named by an mmseg ``.pth`` file are imported (once, into a
-    cache) and merged from their model directories.
+    ``resolve_models`` may replace model paths in (a copy of) the mapping and says whether it did: the
+    API imports ``.pth`` models this way (:func:`layerseg_merge.formats.cache.import_checkpoint_models`),
+    after the recipe's own structure is checked and before its models are.
     """
-    data, source = read_recipe_file(path)
-    return parse_recipe(data, str(path), import_checkpoints, log), source
-
-
-def parse_recipe(data, where: str = "recipe", import_checkpoints: bool = False,
-                 log=lambda message: None) -> MergeConfiguration:
-    """Check a recipe already read into a mapping (``where`` names it in messages)."""
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: a recipe is a YAML mapping with merge_method, models, ...")
     layerwise = data.get("merge_method") == METHOD_NAME
@@ -77,9 +54,9 @@ def parse_recipe(data, where: str = "recipe", import_checkpoints: bool = False,
     config = _validated(data, where)
     if layerwise:
         check_layerwise_structure(config, where)  # before any .pth is imported into the cache
-    if import_checkpoints:
+    if resolve_models is not None:
         data = copy.deepcopy(data)
-        if import_checkpoint_models(data, log):
+        if resolve_models(data):
             config = _validated(data, where)
     if layerwise:
         check_layerwise_models(config, where)
@@ -111,11 +88,6 @@ def check_recipe_source(source: str, where: str = "recipe") -> None:
         _check_top_level(data, where)
 
 
-def _scalar_weight(parameters: dict | None) -> float | None:
-    value = (parameters or {}).get("weight")
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def model_directory(model, where: str) -> str:
     """The local directory of a recipe model (a folder, or a Hub id resolved through the cache)."""
     try:
@@ -138,9 +110,9 @@ def check_layerwise_structure(config: MergeConfiguration, where: str) -> None:
                               f"model {model.model.path} with the LoRA adapter {model.lora.path}; layerwise_seg "
                               "merges whole checkpoints: rename the folder without '+'")
     listed = [m.model for m in config.models or []]
-    default = _scalar_weight(config.parameters)
-    weights = [_scalar_weight(m.parameters) for m in config.models or []]
-    weights = [w if w is not None else default if default is not None else 1.0 for w in weights]
+    # a gradient or filtered weight counts as positive here; its values are checked one by one (check_parameter_keys)
+    weights = [input_weight(m.parameters, config.parameters) for m in config.models or []]
+    weights = [float(w) if isinstance(w, int | float) and not isinstance(w, bool) else 1.0 for w in weights]
     try:
         if listed or config.base_model is None:  # (slices and modules: mergekit checks each group)
             check_anchor_and_count(config.base_model, listed)
@@ -174,8 +146,6 @@ def _check_mit_variants(anchor: str, other: str, where: str) -> None:
 
 # ----------------------------------------------------------------- layerwise_seg parameters
 
-SHARED_PARAMETERS = ("uniform_until", "anchor_max", "schedule", "heads", "buffers")
-PER_INPUT_PARAMETERS = ("weight",)
 
 
 def _suggest(key: str, choices: Sequence[str]) -> str:

@@ -2,7 +2,7 @@
 
 The one owner of that decision: the mergekit kernel (through its input screening) and the
 in-memory merges of ``layerseg sweep`` both call :func:`plan_tensor`, so they merge the same
-members with the same coefficients (and :func:`layerseg_merge.tensor_merge.merge_tensor` does
+members with the same coefficients (and :func:`layerseg_merge.engine.arithmetic.merge_tensor` does
 the same arithmetic), bit for bit. It reads only layouts (config + tensor headers), never tensors.
 
 The rules (README "Across hosts and tasks", DESIGN §3):
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from layerseg_merge.architectures.layout import IncompatibleModels, ModelLayout, TensorInfo
-from layerseg_merge.schedule import ScheduleSettings, coefficients
+from layerseg_merge.engine.schedule import coefficients
+from layerseg_merge.engine.settings import ScheduleSettings
 
 LOG = logging.getLogger("layerseg_merge.method")  # the method's warnings, under one logger name
 

@@ -20,6 +20,17 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from layerseg_merge.engine.arithmetic import cast_checked
+from layerseg_merge.engine.recipe_yaml import RecipeError
+from layerseg_merge.engine.settings import METHOD_NAME
+from layerseg_merge.plugin import planning
+from layerseg_merge.plugin.planning import model_layout, plan_of_task
+
+if TYPE_CHECKING:
+    import torch
 
 WORKAROUNDS: dict[str, str] = {
     # name: the upstream patch (upstream/NNNN-*.patch) that retires it
@@ -214,7 +225,7 @@ def _mark(name: str) -> None:
         _ACTIVE.append(name)
 
 
-# --- architectures (layerseg_merge.architectures.mergekit_glue) ----------------------------------------------
+# --- architectures (layerseg_merge.plugin.architectures) ----------------------------------------------
 
 
 class _Aliases(tuple):
@@ -251,7 +262,7 @@ def register_architecture(architecture, names: Iterable[str]) -> None:
     register_architecture(architecture, replace=True)
 
 
-# --- the merge method (layerseg_merge.method) ---------------------------------------------------------------
+# --- the merge method (layerseg_merge.plugin.method) ---------------------------------------------------------------
 
 
 def kernel_spec_options(companions: Callable[[str], dict]) -> dict:
@@ -272,11 +283,17 @@ def running_means(group, members, names: list[str]) -> list:
         return [companions["running_mean"][entry.id] for entry in members]
     from mergekit.io.tasks import LoaderCache
 
-    from layerseg_merge.tensor_merge import running_mean_name
+    from layerseg_merge.engine.arithmetic import running_mean_name
 
     _mark("kernel_inputs")
     return [LoaderCache().get(entry.id).get_tensor(running_mean_name(name), device="cpu")
             for entry, name in zip(members, names)]
+
+
+def planned_tensor_tasks(planner) -> list:
+    """The tensor tasks a mergekit planner plans (for the card's record)."""
+    targets, _ = in_memory_targets(planner)
+    return [getattr(task, "tensor_task", task) for task in targets]
 
 
 def in_memory_targets(planner) -> tuple[dict, bool]:
@@ -291,11 +308,69 @@ def in_memory_targets(planner) -> tuple[dict, bool]:
     return {task: weight for weight, task in planner._tensors}, True
 
 
+# --- what the workarounds run ---------------------------------------------------------------------------------
+
+
+def screen_inputs(task, tensors: dict) -> dict | torch.Tensor:
+    """What mergekit hands the kernel for one ``layerwise_seg`` tensor: the members of its plan.
+
+    mergekit 0.1.5 refuses differing integer buffers and tensors of other shapes before any
+    method runs; :func:`plan_tensor` decides instead (integers and single members are the
+    anchor's tensor, returned as is; non-members are left out; real mismatches are refused).
+    """
+    if tensors.get(task.base_model) is None:
+        return tensors
+    plan = plan_of_task(task)
+    models = [task.model_order[i] for i in plan.members]
+    missing = [m for m in models if tensors.get(m) is None]
+    if missing:
+        raise RuntimeError(f"layerwise_seg: mergekit did not load {plan.names[models.index(missing[0])]!r} "
+                           f"from {missing[0]}; please report this as a bug")
+    if plan.is_copy:
+        anchor = tensors[task.base_model]
+        if plan.info.dtype.is_floating_point or anchor.dtype == plan.info.dtype:
+            return anchor
+        # a recipe `dtype:` made mergekit cast it (it can only keep int64 apart): read it as stored
+        from mergekit.io.tasks import LoaderCache
+
+        return LoaderCache().get(task.base_model).get_tensor(plan.info.name, device="cpu").to(anchor.device)
+    return {m: tensors[m] for m in models}
+
+def check_output_inputs(out_path: str, config) -> None:
+    """The plain ``mergekit-yaml`` would write into an input given as OUT: refuse it, as ``layerseg merge`` does."""
+    from layerseg_merge.io.output import OutputError, check_target
+
+    inputs = [model_layout(model).path for model in config.referenced_models()]
+    try:
+        check_target(Path(out_path), inputs)
+    except OutputError as error:
+        raise RecipeError(str(error)) from None
+
+def anchor_dtype_result(task, screened: dict, result: torch.Tensor | None) -> torch.Tensor | None:
+    """A merged tensor in the anchor's dtype as loaded: its stored dtype, or the recipe's ``dtype:`` (mergekit
+    casts every input to it), not the dtype mergekit promotes mixed inputs to for the arithmetic."""
+    anchor = screened.get(task.base_model)
+    if result is not None and anchor is not None and result.is_floating_point():
+        dtype = getattr(task.gather_tensors, "dtype", None)
+        why = f"the recipe's dtype {dtype}" if dtype else "the anchor's stored dtype"
+        result = cast_checked(result, anchor.dtype, task.output_weight.name, why)
+    return result
+
+def checked_out_cast(producer, tensor: torch.Tensor | None, dtype: str | None, name: str) -> torch.Tensor | None:
+    """A ``layerwise_seg`` float tensor cast to the recipe's ``out_dtype`` (``dtype``), refused where the cast
+    overflows; every other tensor as it is (mergekit casts it). ``producer`` is the task that made it: all this
+    needs is in mergekit's tasks, so it holds under every executor, whichever thread it runs in."""
+    if tensor is None or not dtype or getattr(producer, "method_name", None) != METHOD_NAME \
+            or not tensor.is_floating_point():
+        return tensor
+    from mergekit.common import dtype_from_name
+
+    return cast_checked(tensor, dtype_from_name(dtype), name, "the recipe's out_dtype")
+
+
 def install() -> None:
     """Install every workaround the mergekit at hand needs (idempotent)."""
     import os
-
-    from layerseg_merge import method
 
     for name in ("tuple_aliases", "plan_in_memory"):  # used where needed (set_aliases, in_memory_targets)
         if lacks(name):
@@ -306,17 +381,17 @@ def install() -> None:
     if lacks("hub_offline"):
         _install_hub_offline()
     if any(lacks(name) for name in ("parameter_checks", "output_path", "model_card")):
-        _install_planner_hooks(method)
+        _install_planner_hooks()
     if lacks("model_card"):
-        _install_card(method)
+        _install_card()
     if lacks("recipe_source"):
-        _install_recipe_source(method)
+        _install_recipe_source()
     if lacks("kernel_inputs"):
-        _install_execute(method)
+        _install_execute()
     if lacks("config_cache"):
         _install_config_cache()
     if lacks("out_dtype_check"):
-        _install_out_dtype_check(method)
+        _install_out_dtype_check()
 
 
 def _once(owner, attribute: str, name: str) -> bool:
@@ -334,7 +409,7 @@ def _install_hub_offline() -> None:
     online first); resolve such ids through the cache instead. Online, mergekit's own behaviour is kept."""
     from mergekit.common import ModelReference
 
-    from layerseg_merge.hub import is_hub_id, is_offline, resolve_model_path
+    from layerseg_merge.io.hub import is_hub_id, is_offline, resolve_model_path
 
     if not _once(ModelReference, "local_path", "hub_offline"):
         return
@@ -383,7 +458,7 @@ def _install_config_cache() -> None:
     ModelReference.config = _tagged(config, "config_cache")
 
 
-def _install_planner_hooks(method) -> None:
+def _install_planner_hooks() -> None:
     """``layerwise_seg`` recipes, when mergekit plans them: strict parameter checks and the per-merge record
     (``unused_parameters`` hook), the refusal of an output inside an input (``check_output_path``), and the
     coefficients for the card (``model_card`` hook)."""
@@ -397,29 +472,29 @@ def _install_planner_hooks(method) -> None:
     original_init, original_plan_to_disk = MergePlanner.__init__, MergePlanner.plan_to_disk
 
     def planner_init(self, config, *args, **kwargs):
-        if config.merge_method == method.METHOD_NAME and lacks("parameter_checks"):
-            method.begin_merge(config)
-            self._layerseg_record = method.merge_record()
-        elif config.merge_method == method.METHOD_NAME:
+        if config.merge_method == METHOD_NAME and lacks("parameter_checks"):
+            planning.begin_merge(config)
+            self._layerseg_record = planning.merge_record()
+        elif config.merge_method == METHOD_NAME:
             self._layerseg_record = None  # the method's unused_parameters hook begins the merge
         original_init(self, config, *args, **kwargs)
 
     def plan_to_disk(self, out_path: str):
-        if self.config.merge_method != method.METHOD_NAME:
+        if self.config.merge_method != METHOD_NAME:
             return original_plan_to_disk(self, out_path)
         if lacks("output_path"):
-            method.check_output_inputs(out_path, self.config)
+            check_output_inputs(out_path, self.config)
         tasks = original_plan_to_disk(self, out_path)
         if lacks("model_card"):
-            record = getattr(self, "_layerseg_record", None) or method.merge_record()
-            method.record_plan(record, out_path, (task for _, task in self._tensors))
+            record = getattr(self, "_layerseg_record", None) or planning.merge_record()
+            planning.record_plan(record, out_path, (task for _, task in self._tensors))
         return tasks
 
     MergePlanner.__init__ = _tagged(planner_init, "planner")
     MergePlanner.plan_to_disk = _tagged(plan_to_disk, "planner")
 
 
-def _install_card(method) -> None:
+def _install_card() -> None:
     import mergekit.merge
 
     if not _once(mergekit.merge, "generate_card", "model_card"):
@@ -428,15 +503,15 @@ def _install_card(method) -> None:
     original = mergekit.merge.generate_card
 
     def generate_card(config, config_yaml, name=None, **kwargs):
-        record = method.merge_record()
-        if config.merge_method != method.METHOD_NAME or record is None or record.out_path is None:
+        record = planning.merge_record()
+        if config.merge_method != METHOD_NAME or record is None or record.out_path is None:
             return original(config, config_yaml, name=name, **kwargs)
-        return method.segmentation_card(config, config_yaml, record)
+        return planning.segmentation_card(config, config_yaml, record)
 
     mergekit.merge.generate_card = _tagged(generate_card, "model_card")
 
 
-def _install_recipe_source(method) -> None:
+def _install_recipe_source() -> None:
     """The plain ``mergekit-yaml`` refuses ``layerwise_seg`` recipes with keys given twice, unknown top-level
     keys or alias bombs, as ``layerseg merge`` does (mergekit 0.1.5 drops them while parsing)."""
     import mergekit.merge
@@ -447,8 +522,8 @@ def _install_recipe_source(method) -> None:
     original_run_merge = mergekit.merge.run_merge
 
     def run_merge(merge_config, out_path, options, config_source=None):
-        if merge_config.merge_method == method.METHOD_NAME and config_source:
-            from layerseg_merge.recipe import check_recipe_source
+        if merge_config.merge_method == METHOD_NAME and config_source:
+            from layerseg_merge.plugin.recipe import check_recipe_source
 
             check_recipe_source(config_source)
         return original_run_merge(merge_config, out_path, options, config_source=config_source)
@@ -457,10 +532,10 @@ def _install_recipe_source(method) -> None:
     run_yaml = sys.modules.get("mergekit.scripts.run_yaml")  # imported before us: it holds the original
     if run_yaml is not None:
         run_yaml.run_merge = mergekit.merge.run_merge
-    _guard_validation(method)
+    _guard_validation()
 
 
-def _guard_validation(method) -> None:
+def _guard_validation() -> None:
     """mergekit-yaml validates the loaded YAML before run_merge sees the text: an alias bomb placed in a field
     that fails validation makes pydantic render an exponentially long error (a hang). Walk a
     ``layerwise_seg`` recipe with a bound first."""
@@ -471,8 +546,8 @@ def _guard_validation(method) -> None:
     original = MergeConfiguration.model_validate.__func__
 
     def model_validate(cls, obj, *args, **kwargs):
-        if isinstance(obj, dict) and obj.get("merge_method") == method.METHOD_NAME:
-            from layerseg_merge.recipe_yaml import RecipeError, check_size
+        if isinstance(obj, dict) and obj.get("merge_method") == METHOD_NAME:
+            from layerseg_merge.engine.recipe_yaml import RecipeError, check_size
 
             try:
                 check_size(obj)
@@ -483,7 +558,7 @@ def _guard_validation(method) -> None:
     MergeConfiguration.model_validate = classmethod(_tagged(model_validate, "recipe_source"))
 
 
-def _install_execute(method) -> None:
+def _install_execute() -> None:
     """mergekit 0.1.5 refuses differing integer buffers and tensors of other shapes before any method runs,
     and writes the dtype it promoted mixed inputs to: screen the inputs by the tensor's plan and write the
     anchor's dtype as loaded."""
@@ -495,17 +570,17 @@ def _install_execute(method) -> None:
     original = ExecuteMergeMethodTask.execute
 
     def execute(self, tensors, **kwargs):
-        if self.method_name != method.METHOD_NAME:
+        if self.method_name != METHOD_NAME:
             return original(self, tensors, **kwargs)
-        screened = method._screen_inputs(self, tensors)
+        screened = screen_inputs(self, tensors)
         if not isinstance(screened, dict):
             return screened
-        return method.anchor_dtype_result(self, screened, original(self, screened, **kwargs))
+        return anchor_dtype_result(self, screened, original(self, screened, **kwargs))
 
     ExecuteMergeMethodTask.execute = _tagged(execute, "kernel_inputs")
 
 
-def _install_out_dtype_check(method) -> None:
+def _install_out_dtype_check() -> None:
     """mergekit 0.1.5 casts each written tensor to the recipe's ``out_dtype`` without looking: a finite value beyond
     the dtype's range is written as infinity. Refuse that for ``layerwise_seg`` tensors, where the cast happens (the
     writer's and the in-memory output tasks): they hold the producing task and the dtype, so the check needs no
@@ -521,7 +596,7 @@ def _install_out_dtype_check(method) -> None:
         def execute(self, *args, _original=original, _argument=argument, **kwargs):
             name = getattr(self, "tensor_name", None) or self.weight_info.name
             if _argument in kwargs:
-                kwargs[_argument] = method.checked_out_cast(self.tensor_task, kwargs[_argument], self.dtype, name)
+                kwargs[_argument] = checked_out_cast(self.tensor_task, kwargs[_argument], self.dtype, name)
             return _original(self, *args, **kwargs)
 
         task_class.execute = _tagged(execute, "out_dtype_check")

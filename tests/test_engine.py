@@ -169,3 +169,23 @@ def test_two_merges_in_one_process_keep_their_own_coefficients(tmp_path, segform
     assert records["a"].out_path.endswith("a") and records["b"].out_path.endswith("b")
     assert records["a"].coefficients[head][2] == {str(segformers[0]): 1.0, str(segformers[1]): 0.0}
     assert records["b"].coefficients[head][2] == {str(segformers[0]): 0.5, str(segformers[1]): 0.5}
+
+
+def test_plans_live_and_die_with_their_layouts(segformers):
+    """The plan caches belong to the anchor's layout: no global cache keeps layouts alive after they are dropped."""
+    import gc
+    import weakref
+
+    from layerseg_merge.architectures import layout as layout_module
+    from layerseg_merge.engine.plan import plan_tensor
+
+    layout_module._cached_layout.cache_clear()
+    layouts = [layout_module.layout_of(str(p)) for p in segformers[:2]]
+    for name in layouts[0].tensors:
+        plan_tensor(layouts, 0, name, [1.0, 1.0], ScheduleSettings(heads="uniform"))
+    assert layouts[0].cache["members"]
+    watched = [weakref.ref(layout) for layout in layouts]
+    del layouts
+    layout_module._cached_layout.cache_clear()
+    gc.collect()
+    assert all(ref() is None for ref in watched)

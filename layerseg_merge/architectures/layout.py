@@ -55,6 +55,8 @@ class ModelLayout:
     labels: tuple[str, ...] | None = None  # the class names of the head (config id2label), when named
     tensors: dict[str, TensorInfo] = field(init=False, repr=False)
     _by_canonical: dict[str, TensorInfo] = field(init=False, repr=False)
+    # what is computed from this layout (and others, with it as the anchor) lives and dies with it
+    cache: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         every = [*(t for layer in self.layers for t in layer), *self.heads]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from layerseg_merge.architectures.layout import IncompatibleModels, ModelLayout, TensorInfo
 from layerseg_merge.engine.schedule import coefficients
@@ -53,13 +52,14 @@ def _module(name: str) -> str:
     return name.rsplit(".", 1)[0]
 
 
-@lru_cache(maxsize=64)
 def _modules(layout: ModelLayout) -> dict[str, tuple[TensorInfo, ...]]:
     """The tensors outside the shared backbone layers (heads, host-specific norms), by module."""
-    modules: dict[str, list[TensorInfo]] = {}
-    for info in layout.heads:
-        modules.setdefault(_module(info.name), []).append(info)
-    return {module: tuple(infos) for module, infos in modules.items()}
+    if "modules" not in layout.cache:
+        modules: dict[str, list[TensorInfo]] = {}
+        for info in layout.heads:
+            modules.setdefault(_module(info.name), []).append(info)
+        layout.cache["modules"] = {module: tuple(infos) for module, infos in modules.items()}
+    return layout.cache["modules"]
 
 
 def _twins(anchor: ModelLayout, other: ModelLayout, info: TensorInfo, heads: str) -> TensorInfo | None:
@@ -93,10 +93,13 @@ def _twins(anchor: ModelLayout, other: ModelLayout, info: TensorInfo, heads: str
     return twin
 
 
-@lru_cache(maxsize=1024)
 def _warn_left_out(anchor: ModelLayout, other: ModelLayout, module: str, heads: str) -> None:
     """Warn (once per model and module) that ``other`` is left out of a head module it holds in part, or lacks
     although it has the anchor's host: a head of another host is left out as a matter of course."""
+    warned = anchor.cache.setdefault("left out", set())
+    if (other, module, heads) in warned:
+        return
+    warned.add((other, module, heads))
     siblings = _modules(anchor)[module]
     missing = [sibling.name for sibling in siblings if other.counterpart(sibling) is None]
     if other.architecture != anchor.architecture and len(missing) == len(siblings):
@@ -129,9 +132,19 @@ def _mismatch(anchor: ModelLayout, other: ModelLayout, info: TensorInfo, twin: T
     )
 
 
-@lru_cache(maxsize=65536)
 def _members(layouts: tuple[ModelLayout, ...], anchor: int, name: str, heads: str
              ) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Which inputs take part in tensor ``name``, under which names; kept in the anchor's layout (so the answers
+    go when the layout goes, not in a global cache that keeps layouts alive)."""
+    cache = layouts[anchor].cache.setdefault("members", {})
+    key = (layouts, anchor, name, heads)
+    if key not in cache:
+        cache[key] = _find_members(layouts, anchor, name, heads)
+    return cache[key]
+
+
+def _find_members(layouts: tuple[ModelLayout, ...], anchor: int, name: str, heads: str
+                  ) -> tuple[tuple[int, ...], tuple[str, ...]]:
     info = layouts[anchor].tensors[name]
     if not info.dtype.is_floating_point:
         return (anchor,), (name,)

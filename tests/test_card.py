@@ -103,7 +103,7 @@ def results(model_dir) -> list[dict]:
 
 
 def test_card_records_the_split_and_conditions_really_read(tmp_path):
-    from layerseg_merge.models.card import add_eval_result
+    from layerseg_merge.eval.card_results import add_eval_result
 
     add_eval_result(tmp_path, SEMANTIC, "cityscapes:/data/cityscapes", "val")
     add_eval_result(tmp_path, SEMANTIC, "acdc:/data/acdc,night", "val")
@@ -118,7 +118,7 @@ def test_card_records_the_split_and_conditions_really_read(tmp_path):
 
 
 def test_card_names_a_class_subset_average(tmp_path):
-    from layerseg_merge.models.card import add_eval_result
+    from layerseg_merge.eval.card_results import add_eval_result
 
     add_eval_result(tmp_path, SEMANTIC, "cityscapes:/c", "val")
     add_eval_result(tmp_path, SEMANTIC | {"mIoU": 0.6, "classes": ["road"] * 16}, "cityscapes:/c", "val")
@@ -160,7 +160,8 @@ def test_merge_recalibrate_describes_the_recalibration_in_the_card(tmp_path, seg
 
 
 def test_a_second_recalibration_replaces_the_first_section(tmp_path):
-    from layerseg_merge.models.card import add_eval_result, note_recalibration
+    from layerseg_merge.eval.card_results import add_eval_result
+    from layerseg_merge.models.card import note_recalibration
 
     (tmp_path / "README.md").write_text("---\ntags: [x]\n---\n# m\n\n## Usage\n\ntext\n")
     add_eval_result(tmp_path, SEMANTIC, "cityscapes:/c", "val")
@@ -171,7 +172,7 @@ def test_a_second_recalibration_replaces_the_first_section(tmp_path):
     assert body.count("## BatchNorm recalibration") == 1 and "## Usage\n\ntext" in body
     assert "on 16 images of `acdc:/a,night` (split `val`), in 2 batches;" in body
     assert "evaluation metric" not in body  # the second one found none left to remove
-    assert note_recalibration(tmp_path / "nothing", "images:/x", "val", 1, 1) is None
+    assert note_recalibration(tmp_path / "nothing", "images:/x", None, 1, 1) is None
 
 
 def test_a_merge_of_imported_mmseg_models_does_not_claim_transformers(tmp_path):
@@ -200,7 +201,7 @@ def test_a_merge_of_imported_mmseg_models_does_not_claim_transformers(tmp_path):
 def test_eval_card_of_an_imported_model_does_not_claim_transformers(tmp_path, segformers):
     from mmseg_reference import import_, small_checkpoint
 
-    from layerseg_merge.models.card import add_eval_result
+    from layerseg_merge.eval.card_results import add_eval_result
 
     imported, _ = import_(small_checkpoint(tmp_path, "daformer")[0], tmp_path / "daformer")
     add_eval_result(imported, SEMANTIC, "cityscapes:/c", "val")

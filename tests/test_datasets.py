@@ -72,7 +72,7 @@ def test_unknown_category_in_coco_json_is_named(tmp_path):
         "images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "road", "isthing": 0}],
         "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": [{"id": 5, "category_id": 9}]}]}))
     with pytest.raises(DatasetError, match="a.png: segment 5 has unknown category id 9"):
-        open_dataset(f"coco-panoptic:{tmp_path / 'img'},{tmp_path / 'gt.json'},{tmp_path / 'png'}")
+        open_dataset(f"coco-panoptic:{tmp_path / 'img'},{tmp_path / 'gt.json'},{tmp_path / 'png'}", task="panoptic")
 
 
 # ------------------------------------------------------------------------------ UDA benchmark layouts
@@ -301,3 +301,14 @@ def test_classes_need_the_cityscapes_names():
     report = {"mIoU": 0.5, "aAcc": 0.5, "mAcc": 0.5, "per_class": {str(i): {"IoU": 0.5, "Acc": 0.5} for i in range(19)}}
     with pytest.raises(ValueError, match="--classes 16 needs the Cityscapes class names; the model has no class"):
         restrict_report(report, 16)
+
+
+def test_panoptic_ground_truth_is_not_scored_as_semantic(tmp_path):
+    """A kind serves the tasks its ground truth has (coco-panoptic data was opened for semantic scoring)."""
+    from eval_data import coco_panoptic
+
+    images, gt_json, pngs = coco_panoptic(tmp_path, count=1)
+    with pytest.raises(DatasetError, match="coco-panoptic ground truth is panoptic, not semantic; evaluate it with "
+                                           "--task panoptic"):
+        open_dataset(f"coco-panoptic:{images},{gt_json},{pngs}", task="semantic")
+    assert len(open_dataset(f"coco-panoptic:{images},{gt_json},{pngs}", task="images")) == 1

@@ -9,6 +9,7 @@ import click
 
 from layerseg_merge.cli.options import data_options, inference_options
 from layerseg_merge.cli.reporting import reported
+from layerseg_merge.eval.datasets import KINDS, split_readers
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
 from layerseg_merge.eval.reports import bar_chart, compare, markdown, per_class_values, write_json
 from layerseg_merge.io.errors import writing
@@ -56,10 +57,10 @@ def _run(action, what: str = "evaluation"):
 
 @click.command("eval")
 @click.argument("model", type=click.Path(exists=True, file_okay=False))
-@data_options("cityscapes:ROOT | cityscapes-panoptic:ROOT | acdc:ROOT[,fog|night|rain|snow...] | darkzurich:ROOT "
-              "| mapillary:ROOT | coco-panoptic:IMAGES,JSON,PNG_DIR | folder:ROOT",
-              split_help="for cityscapes, cityscapes-panoptic, acdc, darkzurich, mapillary; folder and coco-panoptic "
-              "data are read whole", workers_help="DataLoader workers decoding images")
+@data_options(" | ".join(kind.spec for kind in KINDS.values() if kind.tasks != ("images",)),
+              split_help=f"for {', '.join(split_readers())}; "
+              f"{', '.join(name for name in KINDS if name not in split_readers())} data are read whole",
+              workers_help="DataLoader workers decoding images")
 @click.option("--task", type=click.Choice(["semantic", "panoptic"]), default="semantic", show_default=True)
 @inference_options(4, device_help="auto = CUDA when available, else CPU", tuning=True)
 @click.option("--classes", type=click.Choice(["19", "16", "13"]), default="19", show_default=True,
@@ -86,7 +87,7 @@ def eval_command(model, on: DataOptions, task, infer: InferenceOptions, classes,
                f"{timing['startup_seconds']:.1f} s, not counted)", err=True)
     _finish(report, out, plot, f"{Path(model).name} on {on.data}", "evaluation")
     if card:
-        from layerseg_merge.models.card import add_eval_result
+        from layerseg_merge.eval.card_results import add_eval_result
 
         written = _write(model_card, lambda: add_eval_result(model, report, on.data, on.split), "evaluation")
         click.echo(f"result added to the model card {written}", err=True)

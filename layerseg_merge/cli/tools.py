@@ -12,6 +12,7 @@ import click
 from layerseg_merge.cli.options import data_options, gathered, inference_options
 from layerseg_merge.cli.reporting import reported
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
+from layerseg_merge.eval.report_metrics import headlines
 
 
 def _echo(message: str) -> None:
@@ -101,7 +102,7 @@ def _search_options():
     """``--metric``, ``--budget``, ``--unsupervised`` and ``--cache-gb``, handed to the sweep as ``search`` (a
     :class:`~layerseg_merge.tools.sweep.SweepOptions`; its grid and anchors come from ``--grid`` and the recipe)."""
     return gathered("search", ("metric", "budget", "unsupervised", "cache_gb"), _search, [
-        click.option("--metric", type=click.Choice(["mIoU", "PQ"]), default="mIoU", show_default=True),
+        click.option("--metric", type=click.Choice(list(headlines())), default="mIoU", show_default=True),
         click.option("--budget", type=click.IntRange(min=1), default=None, help="score at most N candidates"),
         click.option("--unsupervised", is_flag=True,
                      help="rank without labels (entropy, agreement with the ensemble)"),

@@ -19,12 +19,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from layerseg_merge.eval.class_alignment import align_classes
-from layerseg_merge.eval.class_subsets import restrict_report, subset_names
-from layerseg_merge.eval.datasets import CarryErrors, collate_batch, open_dataset
-from layerseg_merge.eval.inference import Segmenter, label_to_category, pick_device
-from layerseg_merge.eval.metrics import PanopticMetric, SemanticMetric
+from layerseg_merge.eval.batching import CarryErrors, collate_batch
+from layerseg_merge.eval.class_subsets import subset_names
+from layerseg_merge.eval.datasets import open_dataset
+from layerseg_merge.eval.inference import Segmenter, pick_device
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
+from layerseg_merge.eval.tasks import TASKS
 from layerseg_merge.models.info import ModelInfo
 
 
@@ -148,80 +148,35 @@ def _pad_batch(images, size: int):
     return images
 
 
-def _looked_up(table: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """``table[values]``; values beyond the table (bad labels) stay as they are, for the metric to name."""
-    if values.dtype == torch.uint8 and len(table) >= 256:
-        return table[values.long()]
-    inside = (values >= 0) & (values < len(table))
-    return torch.where(inside, table[values.clamp(0, len(table) - 1).long()].to(values.dtype), values)
-
-
 def check_classes(info: ModelInfo, dataset, task: str, model: str) -> None:
     """Refuse, before any work, a model whose classes do not line up with the dataset's by name
     (:func:`layerseg_merge.eval.class_alignment.align_classes`)."""
-    if task == "semantic":
-        align_classes(info.labels, getattr(dataset, "class_names", None), f"the model {model}", "the dataset")
-    elif task == "panoptic" and info.gives_panoptic:  # (a semantic model is refused as such by the Segmenter)
-        label_to_category(dict(enumerate(info.labels)), dataset.categories)
+    TASKS[task].check(info, dataset, model)
 
 
-def score_batches(segmenter: Segmenter, batches: Iterable[dict], task: str, categories: dict | None = None,
-                  ignore_index: int = 255, classes: int = 19, pad_to: int | None = None,
-                  bar=None, class_names: list[str] | None = None) -> tuple[dict, int, float | None]:
-    """``segmenter`` over host ``batches`` (moved to its device here), scored; the metric is all-reduced over
-    ranks. Returns the report, the images this rank scored and when its first batch arrived.
-
-    ``categories``: the dataset's (panoptic); ``class_names``: the dataset's, in label order (semantic; the
-    model's classes are matched to them by name, :mod:`layerseg_merge.eval.class_alignment`); ``pad_to``: the
-    batch size a compiled model expects.
+def score_batches(segmenter: Segmenter, batches: Iterable[dict], task: str, dataset, ignore_index: int = 255,
+                  classes: int = 19, pad_to: int | None = None, bar=None) -> tuple[dict, int, float | None]:
+    """``segmenter`` over host ``batches`` of ``dataset`` (moved to its device here), scored for ``task``
+    (:data:`layerseg_merge.eval.tasks.TASKS`); the metric is all-reduced over ranks. Returns the report, the images
+    this rank scored and when its first batch arrived. ``pad_to``: the batch size a compiled model expects.
     """
-    if task == "semantic":
-        alignment = align_classes([segmenter.id2label[i] for i in range(len(segmenter.id2label))], class_names,
-                                  f"the model {segmenter.model_dir}", "the dataset")
-        tables = alignment.tables(ignore_index, segmenter.device)
-        num_classes = len(alignment.names)
-        metric = SemanticMetric(num_classes, ignore_index)
-    else:
-        segmenter.require_panoptic()
-        metric = PanopticMetric({c: bool(v.get("isthing", 0)) for c, v in categories.items()})
-        mapping = label_to_category(segmenter.id2label, categories)
-        stuff = {label for label, category in mapping.items() if not categories[category].get("isthing", 0)}
-    target = "labels" if task == "semantic" else "panoptic"
-    keys = (target, "images") if segmenter.fast else (target,)
+    scoring = TASKS[task](segmenter, dataset, ignore_index)
+    keys = (scoring.target, "images") if segmenter.fast else (scoring.target,)
     first = None  # when the first batch arrived: throughput excludes the workers' start-up
     images = 0
     for batch in on_device(batches, segmenter.device, keys):
         first = first or time.perf_counter()
-        count, targets = len(batch["names"]), batch[target]
+        count = len(batch["names"])
         pictures = _pad_batch(batch["images"], pad_to) if pad_to else batch["images"]
-        sizes = [tuple(t.shape[-2:]) for t in targets]
+        sizes = [tuple(t.shape[-2:]) for t in batch[scoring.target]]
         sizes += sizes[-1:] * (len(pictures) - count)
-        if task == "semantic":
-            predictions = segmenter.semantic(pictures, sizes)[:count]
-            for name, prediction, label in zip(batch["names"], predictions, targets):
-                if tables is not None:  # the model's and the dataset's classes, matched by name
-                    label, prediction = _looked_up(tables[0], label), tables[1][prediction]
-                if num_classes < 255:  # smaller maps take the metric's fastest path
-                    prediction = prediction.to(torch.uint8)
-                metric.update(prediction, label, name=name, defer=True)
-        else:
-            results = segmenter.panoptic(pictures, sizes, mapping, stuff)[:count]
-            for name, (ids, segments), gt_ids, gt_segments in zip(batch["names"], results, targets,
-                                                                 batch["segments"]):
-                metric.update(ids, segments, gt_ids, gt_segments, name=name)
+        scoring.add(batch, pictures, sizes, count)
         images += count
         if bar is not None:
             bar.update(count)
             bar.set_postfix(img_s=f"{images / (time.perf_counter() - first):.1f}")
-    metric.reduce(segmenter.device)
-    if task == "semantic":
-        report = metric.compute(alignment.names)
-        if not alignment.identity:
-            report["class_alignment"] = alignment.note
-        report = restrict_report(report, classes)
-    else:
-        report = restrict_report(metric.compute(), classes, categories)
-    return report, images, first
+    scoring.metric.reduce(segmenter.device)
+    return scoring.report(classes), images, first
 
 
 def evaluate(model_dir: str | Path, on: DataOptions, task: str = "semantic",
@@ -243,9 +198,8 @@ def evaluate(model_dir: str | Path, on: DataOptions, task: str = "semantic",
     started = time.perf_counter()
     try:
         batches = host_batches(part, infer.batch_size, on.workers, segmenter.device.type == "cuda")
-        report, images, first = score_batches(segmenter, batches, task, getattr(dataset, "categories", None),
-                                              ignore_index, classes, infer.batch_size if infer.compile else None,
-                                              bar, getattr(dataset, "class_names", None))
+        report, images, first = score_batches(segmenter, batches, task, dataset, ignore_index, classes,
+                                              infer.batch_size if infer.compile else None, bar)
     finally:
         bar.close()
     ended = time.perf_counter()

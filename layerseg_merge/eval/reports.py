@@ -10,6 +10,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from layerseg_merge.eval.report_metrics import metrics_of, task_of
+
 
 def _clean(value):
     if isinstance(value, float) and math.isnan(value):
@@ -32,14 +34,12 @@ def _pct(value) -> str:
 
 
 def is_panoptic(report: dict) -> bool:
-    return "All" in report
+    return task_of(report) == "panoptic"
 
 
 def headline(report: dict) -> dict[str, float | None]:
-    if is_panoptic(report):
-        return {f"{key}_{split}": report[split][key] for split in ("All", "Things", "Stuff")
-                for key in ("pq", "sq", "rq")}
-    return {"mIoU": report["mIoU"], "aAcc": report["aAcc"], "mAcc": report["mAcc"]}
+    """Every report metric of the report's task (:data:`layerseg_merge.eval.report_metrics.METRICS`), by column."""
+    return {metric.header: metric.value(report) for metric in metrics_of(task_of(report))}
 
 
 def name_categories(report: dict, categories: Mapping[int, Mapping] | Iterable[Mapping]) -> dict:
@@ -71,8 +71,9 @@ def markdown(report: dict) -> str:
             lines.append(f"| {_category(cid, r)} | {_pct(r['pq'])} | {_pct(r['sq'])} | {_pct(r['rq'])} | "
                          f"{r['tp']} | {r['fp']} | {r['fn']} |")
         return "\n".join(lines)
-    lines = ["| mIoU | aAcc | mAcc |", "| ---: | ---: | ---: |",
-             f"| {_pct(report['mIoU'])} | {_pct(report['aAcc'])} | {_pct(report['mAcc'])} |", "",
+    values = headline(report)
+    lines = ["| " + " | ".join(values) + " |", "|" + " ---: |" * len(values),
+             "| " + " | ".join(_pct(value) for value in values.values()) + " |", "",
              "| class | IoU | Acc |", "| --- | ---: | ---: |"]
     for name, r in report["per_class"].items():
         lines.append(f"| {name} | {_pct(r['IoU'])} | {_pct(r['Acc'])} |")

@@ -162,86 +162,12 @@ def front_matter(text: str) -> tuple[dict, str]:
     return {}, text
 
 
-# The dataset kinds that read a split (``--split``); the others are read whole, as given.
-SPLIT_KINDS = ("cityscapes", "cityscapes-panoptic", "acdc", "darkzurich", "mapillary")
-
-
-def evaluated_split(data: str, split: str) -> str | None:
-    """The split of ``data`` (``KIND:PATH``) that was really read: None for a folder or a COCO panoptic set,
-    which are read whole whatever ``--split`` says."""
-    return split if data.partition(":")[0] in SPLIT_KINDS else None
-
-
-def _dataset(data: str) -> tuple[str, str, str | None]:
-    """(dataset type, dataset name, config) of a ``KIND:PATH`` spec, for the Hub's model-index; the config
-    names the ACDC conditions read when the spec chooses some."""
-    kind, _, path = data.partition(":")
-    first, *rest = path.split(",")
-    first = first.rstrip("/")
-    if kind == "cityscapes":
-        return "cityscapes", "Cityscapes", None
-    if kind == "cityscapes-panoptic":
-        return "cityscapes", "Cityscapes panoptic", None
-    if kind == "coco-panoptic":
-        return "coco-panoptic", f"COCO panoptic ({Path(rest[0] if rest else first).name})", None
-    if kind == "acdc":
-        conditions = [c for c in rest if c]
-        return "acdc", "ACDC", ",".join(conditions) if conditions else None
-    if kind == "darkzurich":
-        return "darkzurich", "Dark Zurich", None
-    if kind == "mapillary":
-        return "mapillary", "Mapillary Vistas", None
-    return kind, Path(first).name or kind, None
-
-
-def add_eval_result(model_dir: str | Path, report: dict, data: str, split: str) -> Path:
-    """Add (or replace) the report's headline numbers as Hugging Face ``model-index`` results in the card.
-
-    Values are percentages, as papers quote them: mIoU, aAcc, mAcc for semantic reports; PQ, SQ, RQ
-    for panoptic ones; over a class subset (``--classes 16``) the names say so (mIoU16). The dataset
-    entry records what was read: the split only for datasets that have splits (:func:`evaluated_split`),
-    the ACDC conditions as its config. A card is created when the model has none.
-    """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    from layerseg_merge.io.output import write_file_atomically
-
-    path = Path(model_dir) / "README.md"
-    if path.exists():
-        card = ModelCard.load(path, ignore_metadata_errors=True)
-    else:
-        from layerseg_merge.models.info import ModelInfo
-
-        info = ModelInfo.from_dir(model_dir) if (Path(model_dir) / "config.json").is_file() else None
-        name = Path(model_dir).resolve().name
-        metadata = ModelCardData(library_name=library_name(info), pipeline_tag="image-segmentation")
-        card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n# {name}\n{loading_section(info, name)}")
-    dataset_type, dataset_name, dataset_config = _dataset(data)
-    subset = str(len(report["classes"])) if report.get("classes") else ""
-    if "All" in report:
-        task, metrics = "panoptic-segmentation", [(k.upper() + subset, f"panoptic_{k}", report["All"][k])
-                                                 for k in ("pq", "sq", "rq")]
-    else:
-        task, metrics = "semantic-segmentation", [("mIoU" + subset, "mean_iou", report["mIoU"]),
-                                                  ("aAcc", "overall_accuracy", report["aAcc"]),
-                                                  ("mAcc" + subset, "mean_accuracy", report["mAcc"])]
-    new = [EvalResult(task_type=task, task_name=task.replace("-", " ").capitalize(), dataset_type=dataset_type,
-                      dataset_name=dataset_name, dataset_config=dataset_config,
-                      dataset_split=evaluated_split(data, split), metric_type=metric_type, metric_name=name,
-                      metric_value=round(100 * value, 2))
-           for name, metric_type, value in metrics if value is not None]
-    kept = [r for r in card.data.eval_results or [] if not any(r.is_equal_except_value(n) for n in new)]
-    card.data.eval_results = kept + new
-    card.data.model_name = card.data.model_name or Path(model_dir).resolve().name
-    write_file_atomically(path, str(card))
-    return path
-
-
 RECALIBRATION_HEADING = "## BatchNorm recalibration"
 
 
-def note_recalibration(model_dir: str | Path, data: str, split: str, images: int, batches: int) -> Path | None:
-    """Record a BatchNorm recalibration in ``model_dir``'s card (None: the model has no card).
+def note_recalibration(model_dir: str | Path, data: str, read: str | None, images: int, batches: int) -> Path | None:
+    """Record a BatchNorm recalibration in ``model_dir``'s card (None: the model has no card); ``read``: the split of
+    ``data`` that was read (None: the data is read whole).
 
     The card's ``model-index`` results were measured on the weights before the recalibration: they are
     removed, and the new section says so. A section from an earlier recalibration is replaced.
@@ -258,7 +184,6 @@ def note_recalibration(model_dir: str | Path, data: str, split: str, images: int
     if start != -1:
         end = body.find("\n## ", start + len(RECALIBRATION_HEADING))
         body = body[:start] + (body[end + 1:] if end != -1 else "")
-    read = evaluated_split(data, split)
     removed = (f" The {dropped} evaluation metric{'s' if dropped != 1 else ''} this card held (model-index) "
                "described the weights before the recalibration and were removed; evaluate the model again "
                "(`layerseg eval MODEL --data KIND:PATH --card`)." if dropped else "")

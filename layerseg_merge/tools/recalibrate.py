@@ -156,9 +156,10 @@ def recalibrate_directory(model_dir: str | Path, on: DataOptions, out_dir: Path 
     Under torchrun every rank takes part and only the one given ``out_dir`` (rank 0) writes; the
     others pass None.
     """
+    from layerseg_merge.eval.datasets import evaluated_split
     from layerseg_merge.eval.evaluate import join_ranks
     from layerseg_merge.eval.inference import Segmenter
-    from layerseg_merge.models.card import evaluated_split, note_recalibration
+    from layerseg_merge.models.card import note_recalibration
 
     if infer.amp != "off" or infer.slide is not None or infer.compile:
         raise ValueError("recalibration runs the model in float32 on whole images: amp, slide and compile do not "
@@ -176,5 +177,6 @@ def recalibrate_directory(model_dir: str | Path, on: DataOptions, out_dir: Path 
     data_note["layerseg_recalibrated"] = {"data": data, "split": evaluated_split(data, split), "images": done.images,
                                           "batches": done.batches}
     config.write_text(json.dumps(data_note, indent=2) + "\n")
-    note_recalibration(out_dir, data, split, done.images, done.batches)  # the card, when the model has one
+    # the card, when the model has one
+    note_recalibration(out_dir, data, evaluated_split(data, split), done.images, done.batches)
     return done

@@ -20,6 +20,7 @@ from pathlib import Path
 from layerseg_merge.engine.in_memory import Candidate, LoadedInputs
 from layerseg_merge.engine.settings import METHOD_NAME, SHAPES, ScheduleSettings, input_weight
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
+from layerseg_merge.eval.report_metrics import headlines
 from layerseg_merge.models.info import ModelInfo
 
 DEFAULT_GRID = {"uniform_until": [0.0, 0.25, 0.5, 0.75, 1.0], "anchor_max": [0.5, 0.75, 1.0],
@@ -139,8 +140,8 @@ class SweepOptions:
     cache_gb: float = 8.0
 
     def __post_init__(self) -> None:
-        if self.metric not in ("mIoU", "PQ"):
-            raise SweepError(f"--metric must be mIoU or PQ, not {self.metric!r}")
+        if self.metric not in headlines():
+            raise SweepError(f"--metric must be {' or '.join(headlines())}, not {self.metric!r}")
         if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int)
                                         or self.budget < 1):
             raise SweepError(f"--budget {self.budget}: score at least 1 candidate (or give no budget, for all)")
@@ -171,7 +172,8 @@ def run_sweep(setup: Setup, on: DataOptions, search: SweepOptions = SweepOptions
         inputs.tensors = [{name: t.to(chosen) for name, t in tensors.items()} for tensors in inputs.tensors]
     grid = search.grid or DEFAULT_GRID
     anchors = list(search.anchors) if search.anchors is not None else list(range(len(setup.dirs)))
-    if metric == "PQ" and not unsupervised:
+    task = headlines()[metric].task
+    if task == "panoptic" and not unsupervised:
         panoptic = [a for a in anchors if ModelInfo.from_dir(setup.dirs[a]).gives_panoptic]
         for skipped in sorted(set(anchors) - set(panoptic)):
             log(f"anchor {setup.models[skipped]} skipped: it cannot produce panoptic output for PQ")
@@ -185,7 +187,6 @@ def run_sweep(setup: Setup, on: DataOptions, search: SweepOptions = SweepOptions
         sampled = random.Random(0).sample(pool[1:], budget - 1)
         pool = [own] + sorted(sampled, key=pool.index)
         log(f"budget {budget}: the recipe's own setting and {budget - 1} candidates drawn at random (seed 0)")
-    task = "panoptic" if metric == "PQ" else "semantic"
     dataset = open_data(on, "images" if unsupervised else task)
     if not unsupervised:
         for anchor in anchors:
@@ -212,10 +213,9 @@ def run_sweep(setup: Setup, on: DataOptions, search: SweepOptions = SweepOptions
         if unsupervised:
             row |= label_free_score(segmenter, batches, ensemble)
         else:
-            report, _, _ = score_batches(segmenter, batches, task, getattr(dataset, "categories", None),
-                                         pad_to=infer.batch_size if infer.compile else None,
-                                         class_names=getattr(dataset, "class_names", None))
-            row["score"] = report["mIoU"] if task == "semantic" else report["All"]["pq"]
+            report, _, _ = score_batches(segmenter, batches, task, dataset,
+                                         pad_to=infer.batch_size if infer.compile else None)
+            row["score"] = headlines()[metric].value(report)
         rows.append((candidate, row))
     seconds = time.perf_counter() - started
     log(models.describe())

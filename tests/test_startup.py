@@ -157,3 +157,40 @@ print(json.dumps(active()))
         assert "not registered" not in out.stderr
         # without the start-up hook the package registers itself on import: the hook is not in use
         assert json.loads(installed) == (expected if hook else [n for n in expected if n != "startup_hook"])
+
+
+def test_any_plugin_module_imported_first_still_registers():
+    """Whichever of the plugin's modules is imported first, and so imports mergekit half-way through its own
+    import, the start-up hook's registration completes (a module mergekit's import reaches back into must not
+    import mergekit at its top)."""
+    script = """
+import {module}
+from mergekit.merge_methods import registry
+from mergekit.architecture import arch_info_for_config
+from transformers import SegformerConfig
+arch = arch_info_for_config(SegformerConfig(architectures=["SegformerForSemanticSegmentation"]))
+print("layerwise_seg" in {{m.spec.name for m in registry.registered_methods()}}, arch.expected_model_type)
+"""
+    environment = {k: v for k, v in os.environ.items() if k != "LAYERSEG_MERGE_NO_HOOK"}
+    modules = ("compat", "planning", "architectures", "recipe", "method")
+    runs = {module: subprocess.Popen([sys.executable, "-c", script.format(module=f"layerseg_merge.plugin.{module}")],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+            for module in modules}
+    for module, run in runs.items():
+        stdout, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, (module, stderr[-2000:])
+        assert stdout.split()[-2:] == ["True", "layerseg"], (module, stdout, stderr[-2000:])
+        assert "not registered" not in stderr, (module, stderr[-2000:])
+
+
+def test_the_method_without_mergekit_imports_neither_mergekit_nor_click():
+    script = """
+import pkgutil, importlib, sys
+import layerseg_merge.engine as engine
+for module in pkgutil.iter_modules(engine.__path__):
+    importlib.import_module(f"layerseg_merge.engine.{module.name}")
+print(sorted(m for m in ("mergekit", "click", "transformers") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -75,7 +75,8 @@ def test_eval_card_adds_model_index_results(tmp_path, segformers):
     assert entry["name"] == "model"
     (result_entry,) = entry["results"]
     assert result_entry["task"]["type"] == "semantic-segmentation"
-    assert result_entry["dataset"] == {"name": "data", "type": "folder"}  # a folder is read whole: no split
+    # a folder is read whole: no split; the images scored, in the name people read and as args
+    assert result_entry["dataset"] == {"name": "data (2 images)", "type": "folder", "args": {"images": 2}}
     metrics = {m["name"]: m["value"] for m in result_entry["metrics"]}
     assert metrics["mIoU"] == round(100 * report["mIoU"], 2) and set(metrics) == {"mIoU", "aAcc", "mAcc"}
     yaml.safe_dump(metadata)  # round-trips
@@ -115,6 +116,25 @@ def test_card_records_the_split_and_conditions_really_read(tmp_path):
                         {"name": "ACDC", "type": "acdc", "config": "night", "split": "val"},
                         {"name": "ACDC", "type": "acdc", "split": "val"},
                         {"name": "COCO panoptic (panoptic_val.json)", "type": "coco-panoptic"}]
+
+
+def test_card_says_how_many_images_and_a_rerun_replaces_the_result(tmp_path):
+    """An 8-image subset never reads as "Cityscapes val": the count is in the dataset's name and args."""
+    from layerseg_merge.eval.card_results import add_eval_result
+
+    def scored(images: int, miou: float) -> dict:
+        return SEMANTIC | {"mIoU": miou, "provenance": {"data": {"images": images}}}
+
+    add_eval_result(tmp_path, scored(8, 0.5), "cityscapes:/data/cityscapes", "val")
+    (entry,) = results(tmp_path)
+    assert entry["dataset"] == {"name": "Cityscapes (8 images)", "type": "cityscapes", "split": "val",
+                                "args": {"images": 8}}
+    add_eval_result(tmp_path, scored(1, 0.25), "cityscapes:/data/cityscapes", "train")  # another split: kept
+    add_eval_result(tmp_path, scored(500, 0.625), "cityscapes:/data/cityscapes", "val")  # the whole split
+    names = {(r["dataset"]["name"], r["dataset"].get("split")): {m["name"]: m["value"] for m in r["metrics"]}
+             for r in results(tmp_path)}
+    assert names == {("Cityscapes (1 image)", "train"): {"mIoU": 25.0, "aAcc": 75.0, "mAcc": 62.5},
+                     ("Cityscapes (500 images)", "val"): {"mIoU": 62.5, "aAcc": 75.0, "mAcc": 62.5}}
 
 
 def test_card_names_a_class_subset_average(tmp_path):

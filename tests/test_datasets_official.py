@@ -64,7 +64,7 @@ def test_cityscapes_panoptic_eval_of_the_edaps_layout(tmp_path, cityscapes_mask2
                  "--workers", "0", "--device", "cpu", "--out", out)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert set(report) == {"All", "Things", "Stuff", "per_class"} and report["All"]["n"] > 0
+    assert set(report) == {"All", "Things", "Stuff", "per_class", "provenance"} and report["All"]["n"] > 0
     assert set(report["per_class"]) <= {str(label_id) for _, label_id, *_ in CITYSCAPES_LABELS}
     assert "2 images" in result.output
 

@@ -66,7 +66,7 @@ def test_semantic_eval_equals_direct_computation(tmp_path, segformer_dir):
         pairs.append((pred.numpy(), label))
     miou, iou = confusion_miou(pairs, 5)
     assert report["mIoU"] == pytest.approx(miou, abs=1e-9)
-    assert set(report) == {"mIoU", "aAcc", "mAcc", "per_class"}
+    assert set(report) == {"mIoU", "aAcc", "mAcc", "per_class", "provenance"}
     assert "| mIoU | aAcc | mAcc |" in result.output
     assert Image.open(tmp_path / "bars.png").size[0] == 720
 
@@ -119,7 +119,7 @@ def test_panoptic_eval_equals_direct_computation(tmp_path, mask2former_dir):
                                               for s in annotation["segments_info"]])
     direct = metric.compute()
     assert report["All"] == direct["All"] and report["Things"] == direct["Things"]
-    assert set(report) == {"All", "Things", "Stuff", "per_class"}
+    assert set(report) == {"All", "Things", "Stuff", "per_class", "provenance"}
 
 
 def test_score_panoptic_of_ground_truth_against_itself_is_perfect(tmp_path):

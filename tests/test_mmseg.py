@@ -234,6 +234,40 @@ def test_edaps_anchor_takes_a_semantic_models_head_and_exports(tmp_path):
     assert "meta" in torch.load(tmp_path / "merged.pth", weights_only=True)
 
 
+def test_an_exported_merge_records_its_recipe_and_inputs_in_meta(tmp_path):
+    """merged.pth is told from the anchor's checkpoint: its meta holds the recipe and inputs, and of the anchor's
+    meta what the repositories' test.py read (CLASSES, PALETTE) and the config, not the anchor's training run."""
+    import yaml
+
+    (hrda, hrda_data), (daformer, _) = (small_checkpoint(tmp_path, kind, seed=seed)
+                                        for kind, seed in (("hrda", 1), ("daformer", 2)))
+    recipe = write_recipe(tmp_path / "r.yaml", [hrda, daformer], hrda)
+    env = {"LAYERSEG_CACHE": str(tmp_path / "cache")}
+    assert run("merge", recipe, tmp_path / "merged", env=env).exit_code == 0
+    assert run("export", "mmseg", tmp_path / "merged", tmp_path / "exported.pth").exit_code == 0
+    assert run("merge", recipe, tmp_path / "direct.pth", env=env).exit_code == 0
+    anchor = hrda_data["meta"]
+    for path in (tmp_path / "exported.pth", tmp_path / "direct.pth"):
+        meta = torch.load(path, weights_only=True)["meta"]
+        assert meta["CLASSES"] == anchor["CLASSES"] and isinstance(meta["CLASSES"], tuple)
+        assert meta["PALETTE"] == anchor["PALETTE"] and meta["config"] == anchor["config"]
+        assert not {"seed", "exp_name", "iter", "epoch", "time", "env_info"} & set(meta)  # the anchor's run
+        merge = meta["layerseg_merge"]
+        assert merge["recipe"] == recipe.read_text() and merge["inputs"] == [str(hrda), str(daformer)]
+        assert merge["anchor"] == str(hrda) and merge["merge_method"] == "layerwise_seg"
+        assert yaml.safe_load(merge["recipe"])["base_model"] == str(hrda) and merge["recalibrated"] is None
+        assert merge["versions"]["layerseg-merge"] and merge["versions"]["mergekit"]
+    (tmp_path / "merged" / "mergekit_config.yml").write_text("models: [")  # a damaged record: no silent meta
+    assert_one_line_error(run("export", "mmseg", tmp_path / "merged", tmp_path / "damaged.pth"),
+                          f"{tmp_path / 'merged' / 'mergekit_config.yml'}: not valid YAML",
+                          "restore the file mergekit wrote with the merge, or merge again")
+    assert not (tmp_path / "damaged.pth").exists()
+    imported, _ = import_(hrda, tmp_path / "plain")  # an imported (not merged) model keeps its meta verbatim
+    assert run("export", "mmseg", imported, tmp_path / "plain.pth").exit_code == 0
+    meta = torch.load(tmp_path / "plain.pth", weights_only=True)["meta"]
+    assert "layerseg_merge" not in meta and meta["seed"] == anchor["seed"] and meta["iter"] == anchor["iter"]
+
+
 def test_pth_recipes_import_once_into_the_cache(tmp_path):
     hrda, _ = small_checkpoint(tmp_path, "hrda", seed=1)
     daformer, _ = small_checkpoint(tmp_path, "daformer", seed=2)

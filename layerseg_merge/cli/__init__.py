@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("layerseg_merge.cli.eval", "eval_command", "Run MODEL (a transformers directory) over a dataset and "
              "score it."),
     "score": ("layerseg_merge.cli.eval", "score", "Score predictions already on disk."),
+    "predict": ("layerseg_merge.cli.predict", "predict_command",
+                "Write MODEL's predictions on a split (labels not needed) as files, in a benchmark server's format."),
     "compare": ("layerseg_merge.cli.eval", "compare_command",
                 "Print several report JSONs side by side (singles vs merges)."),
     "demo": ("layerseg_merge.cli.demo", "demo",
@@ -29,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "Per layer, how far MODELS are from the anchor and from their mean (relative L2, cosine)."),
     "sweep": ("layerseg_merge.cli.tools", "sweep_command",
               "Choose the anchor and schedule of RECIPE on a validation split; write the best recipe."),
+    "fit": ("layerseg_merge.cli.tools", "fit_command",
+            "Learn RECIPE's coefficients per input and depth step on unlabelled target images."),
     "recalibrate": ("layerseg_merge.cli.tools", "recalibrate_command",
                     "Re-estimate MODEL's BatchNorm statistics on target images; every other tensor stays "
                     "bit-identical."),

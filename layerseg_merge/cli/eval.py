@@ -7,11 +7,20 @@ from pathlib import Path
 
 import click
 
-from layerseg_merge.cli.options import data_options, inference_options
+from layerseg_merge.cli.options import data_options, inference_options, sharing_cores, threads_option
 from layerseg_merge.cli.reporting import reported
 from layerseg_merge.eval.datasets import KINDS, split_readers
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
-from layerseg_merge.eval.reports import bar_chart, compare, markdown, per_class_values, write_json
+from layerseg_merge.eval.reports import (
+    FORMATS,
+    bar_chart,
+    comparison,
+    markdown,
+    per_class_values,
+    reference_label,
+    table,
+    write_json,
+)
 from layerseg_merge.io.errors import writing
 
 
@@ -63,13 +72,20 @@ def _run(action, what: str = "evaluation"):
               workers_help="DataLoader workers decoding images")
 @click.option("--task", type=click.Choice(["semantic", "panoptic"]), default="semantic", show_default=True)
 @inference_options(4, device_help="auto = CUDA when available, else CPU", tuning=True)
+@threads_option
 @click.option("--classes", type=click.Choice(["19", "16", "13"]), default="19", show_default=True,
               help="average over the 19 Cityscapes classes, or SYNTHIA's 16 (no terrain, truck, train) or 13 (also no "
               "wall, fence, pole)")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the report JSON here")
 @click.option("--plot", type=click.Path(dir_okay=False), help="write a per-class bar chart (PNG)")
 @click.option("--card", is_flag=True, help="add the result to MODEL/README.md as Hugging Face model-index metadata")
-def eval_command(model, on: DataOptions, task, infer: InferenceOptions, classes, out, plot, card) -> None:
+@click.option("--show-dir", type=click.Path(file_okay=False),
+              help="paint the predictions into this folder: the image with the prediction, the ground truth and an "
+              "error map, with a legend (replaces an earlier painting there, nothing else)")
+@click.option("--show", type=click.IntRange(min=1), default=None,
+              help="paint N images spread evenly over the split (default: all; needs --show-dir)")
+def eval_command(model, on: DataOptions, task, infer: InferenceOptions, classes, out, plot, card, threads,
+                 show_dir, show) -> None:
     """Run MODEL (a transformers directory) over a dataset and score it."""
     from layerseg_merge.eval.datasets import input_paths
     from layerseg_merge.eval.evaluate import evaluate
@@ -77,15 +93,24 @@ def eval_command(model, on: DataOptions, task, infer: InferenceOptions, classes,
 
     data_paths = input_paths(on.data)
     _run(lambda: _check_outputs(out, plot, inputs=(model, *data_paths)))
+    if show_dir or show:
+        from layerseg_merge.eval.painting import check_show, check_show_dir
+
+        _run(lambda: check_show(show_dir, show))
+        if show_dir:
+            _run(lambda: check_show_dir(show_dir, (model, *data_paths)))
     model_card = str(Path(model) / "README.md")
     if card:  # the one file of MODEL this command may write
         _run(lambda: check_writable_file(model_card, inputs=data_paths))
-    report = _run(lambda: evaluate(model, on, task, infer, classes=int(classes)))
+    with reported("evaluation"), sharing_cores(on, infer.device, threads) as on:
+        report = evaluate(model, on, task, infer, classes=int(classes), show_dir=show_dir, show=show)
     timing = report.pop("timing")
     click.echo(f"{timing['images']} images in {timing['seconds']:.1f} s on {timing['device']} "
                f"({timing['images'] / max(timing['seconds'], 1e-9):.1f} img/s; start-up before the first batch "
                f"{timing['startup_seconds']:.1f} s, not counted)", err=True)
     _finish(report, out, plot, f"{Path(model).name} on {on.data}", "evaluation")
+    if show_dir:
+        click.echo(f"painted predictions written to {show_dir}", err=True)
     if card:
         from layerseg_merge.eval.card_results import add_eval_result
 
@@ -166,7 +191,19 @@ def report_labels(paths: list[str]) -> list[str]:
 @click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--label", "labels", multiple=True,
               help="row label, once per report in order (default: file name, or path where names repeat)")
-def compare_command(reports, labels) -> None:
+@click.option("--per-class", is_flag=True, help="a column per class: IoU (panoptic: PQ per category), then mIoU "
+              "(PQ), as UDA papers print them")
+@click.option("--delta-to", metavar="LABEL_OR_INDEX", is_flag=False, flag_value="1", default=None,
+              help="after each value, its difference in points to this report (a label, or a position from 1); "
+              "alone: to the first")
+@click.option("--format", "table_format", type=click.Choice(FORMATS), default="markdown", show_default=True,
+              help="the table printed (csv: each difference in a column of its own; latex: booktabs)")
+@click.option("--html", "page", type=click.Path(dir_okay=False),
+              help="also write a self-contained report page (HTML): tables with the differences to the --delta-to "
+              "report (default: the first) coloured, per-class bars, painted predictions side by side")
+@click.option("--images", type=click.IntRange(min=0), default=6, show_default=True,
+              help="painted predictions (eval --show-dir) per model on the page, spread over those written")
+def compare_command(reports, labels, per_class, delta_to, table_format, page, images) -> None:
     """Print several report JSONs side by side (singles vs merges)."""
     if labels and len(labels) != len(reports):
         raise click.ClickException(f"--label given {len(labels)} times for {len(reports)} reports; give one per "
@@ -174,8 +211,32 @@ def compare_command(reports, labels) -> None:
     labels = list(labels) or report_labels(list(reports))
     if len(set(labels)) != len(labels):
         raise click.ClickException("--label values repeat; give each report its own label")
+    try:
+        reference = reference_label(labels, delta_to) if delta_to is not None else None
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     loaded = {label: _read_report(path) for label, path in zip(labels, reports)}
     kinds = {"All" in r for r in loaded.values()}
     if len(kinds) > 1:
         raise click.ClickException("mixing semantic and panoptic reports; compare them separately")
-    click.echo(compare(loaded))
+    click.echo(table(comparison(loaded, per_class, reference), table_format))
+    if page:
+        _write_page(page, loaded, dict(zip(labels, map(Path, reports))), reference or labels[0], images)
+
+
+def _write_page(path: str, reports: dict[str, dict], sources: dict[str, Path], reference: str, images: int) -> None:
+    """The report page of ``reports`` (read from ``sources``), written atomically; not into an input."""
+    from layerseg_merge.eval.provenance import versions
+    from layerseg_merge.eval.report_page import page, painted_images
+    from layerseg_merge.io.output import check_writable_file, write_file_atomically
+
+    folders = [painted_images(report, sources[label])[0] for label, report in reports.items()]
+    _run(lambda: check_writable_file(path, inputs=[*sources.values(), *filter(None, folders)]), "compare")
+    text = page(reports, sources, reference, images, versions()["layerseg-merge"])
+
+    def write() -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomically(path, text)
+
+    _write(path, write, "compare")
+    click.echo(f"report page written to {path}", err=True)

@@ -6,10 +6,28 @@ kinds); the card itself is :mod:`layerseg_merge.models.card`'s.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from layerseg_merge.eval.datasets import card_dataset, evaluated_split
 from layerseg_merge.eval.report_metrics import card_metrics, task_of
+
+if TYPE_CHECKING:
+    from huggingface_hub import EvalResult
+
+_COUNTED = re.compile(r" \(\d+ images?\)$")  # the image count a dataset name carries
+
+
+def counted(name: str, images: int | None) -> str:
+    """A dataset's name with the number of images scored, as people read it on the Hub (``Cityscapes (8 images)``)."""
+    return name if images is None else f"{name} ({images} image{'s' if images != 1 else ''})"
+
+
+def _measure(result: EvalResult) -> dict:
+    """What a result measured, whatever its value and on however many images: a newer one replaces it."""
+    return {key: value for key, value in vars(result).items() if key not in ("metric_value", "dataset_args")} | {
+        "dataset_name": _COUNTED.sub("", result.dataset_name)}
 
 
 def add_eval_result(model_dir: str | Path, report: dict, data: str, split: str) -> Path:
@@ -18,7 +36,10 @@ def add_eval_result(model_dir: str | Path, report: dict, data: str, split: str) 
     Values are percentages, as papers quote them (:func:`layerseg_merge.eval.report_metrics.card_metrics`:
     mIoU, aAcc, mAcc or PQ, SQ, RQ; over a class subset the names say so, mIoU16). The dataset entry
     records what was read: the split only for kinds that read one, the ACDC conditions or Mapillary's id
-    table as its config. A card is created when the model has none.
+    table as its config, and, from the report's provenance, the number of images scored, in its name
+    (``Cityscapes (8 images)``) and as ``args: {images: 8}`` (model-index has no field for it). A result for the
+    same task, dataset, config, split and metric is replaced, whatever its image count. A card is created when
+    the model has none.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -35,13 +56,16 @@ def add_eval_result(model_dir: str | Path, report: dict, data: str, split: str) 
         metadata = ModelCardData(library_name=library_name(info), pipeline_tag="image-segmentation")
         card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n# {name}\n{loading_section(info, name)}")
     dataset_type, dataset_name, dataset_config = card_dataset(data)
+    images = ((report.get("provenance") or {}).get("data") or {}).get("images")
     task = f"{task_of(report)}-segmentation"
     new = [EvalResult(task_type=task, task_name=task.replace("-", " ").capitalize(), dataset_type=dataset_type,
-                      dataset_name=dataset_name, dataset_config=dataset_config,
-                      dataset_split=evaluated_split(data, split), metric_type=metric_type, metric_name=name,
-                      metric_value=round(100 * value, 2))
+                      dataset_name=counted(dataset_name, images), dataset_config=dataset_config,
+                      dataset_split=evaluated_split(data, split),
+                      dataset_args={"images": images} if images is not None else None, metric_type=metric_type,
+                      metric_name=name, metric_value=round(100 * value, 2))
            for name, metric_type, value in card_metrics(report) if value is not None]
-    kept = [r for r in card.data.eval_results or [] if not any(r.is_equal_except_value(n) for n in new)]
+    measures = [_measure(n) for n in new]
+    kept = [r for r in card.data.eval_results or [] if _measure(r) not in measures]
     card.data.eval_results = kept + new
     card.data.model_name = card.data.model_name or Path(model_dir).resolve().name
     write_file_atomically(path, str(card))

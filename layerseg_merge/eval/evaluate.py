@@ -21,9 +21,10 @@ from tqdm import tqdm
 
 from layerseg_merge.eval.batching import CarryErrors, collate_batch
 from layerseg_merge.eval.class_subsets import subset_names
-from layerseg_merge.eval.datasets import open_dataset
+from layerseg_merge.eval.datasets import evaluated_split, input_paths, open_dataset
 from layerseg_merge.eval.inference import Segmenter, pick_device
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
+from layerseg_merge.eval.painting import Painter, check_show, painting
 from layerseg_merge.eval.tasks import TASKS
 from layerseg_merge.models.info import ModelInfo
 
@@ -155,12 +156,16 @@ def check_classes(info: ModelInfo, dataset, task: str, model: str) -> None:
 
 
 def score_batches(segmenter: Segmenter, batches: Iterable[dict], task: str, dataset, ignore_index: int = 255,
-                  classes: int = 19, pad_to: int | None = None, bar=None) -> tuple[dict, int, float | None]:
+                  classes: int = 19, pad_to: int | None = None, bar=None,
+                  painter: Painter | None = None) -> tuple[dict, int, float | None]:
     """``segmenter`` over host ``batches`` of ``dataset`` (moved to its device here), scored for ``task``
     (:data:`layerseg_merge.eval.tasks.TASKS`); the metric is all-reduced over ranks. Returns the report, the images
-    this rank scored and when its first batch arrived. ``pad_to``: the batch size a compiled model expects.
+    this rank scored and when its first batch arrived. ``pad_to``: the batch size a compiled model expects;
+    ``painter`` is handed every batch's scored predictions (:mod:`layerseg_merge.eval.painting`).
     """
     scoring = TASKS[task](segmenter, dataset, ignore_index)
+    if painter is not None:
+        painter.bind(scoring)
     keys = (scoring.target, "images") if segmenter.fast else (scoring.target,)
     first = None  # when the first batch arrived: throughput excludes the workers' start-up
     images = 0
@@ -170,7 +175,9 @@ def score_batches(segmenter: Segmenter, batches: Iterable[dict], task: str, data
         pictures = _pad_batch(batch["images"], pad_to) if pad_to else batch["images"]
         sizes = [tuple(t.shape[-2:]) for t in batch[scoring.target]]
         sizes += sizes[-1:] * (len(pictures) - count)
-        scoring.add(batch, pictures, sizes, count)
+        scored = scoring.add(batch, pictures, sizes, count)
+        if painter is not None:
+            painter.add(batch["names"], batch["images"], scored)
         images += count
         if bar is not None:
             bar.update(count)
@@ -181,13 +188,17 @@ def score_batches(segmenter: Segmenter, batches: Iterable[dict], task: str, data
 
 def evaluate(model_dir: str | Path, on: DataOptions, task: str = "semantic",
              infer: InferenceOptions = InferenceOptions(), *, classes: int = 19, ignore_index: int = 255,
-             progress: bool = True, tensors: dict | None = None) -> dict:
+             progress: bool = True, tensors: dict | None = None, show_dir: str | Path | None = None,
+             show: int | None = None) -> dict:
     """Score ``model_dir`` on ``on`` as ``infer`` says; returns the DESIGN.md §5 report (plus ``timing``).
 
     ``tensors``: weights to score instead of the directory's (an in-memory merge). ``classes``: 16 or 13
     averages over SYNTHIA's subsets of the Cityscapes classes (:mod:`layerseg_merge.eval.class_subsets`).
+    ``show_dir``: paint the predictions there, ``show`` of them spread over the split (None: all;
+    :mod:`layerseg_merge.eval.painting`).
     """
     subset_names(classes)  # a wrong value fails before the work
+    check_show(show_dir, show)
     dataset = open_data(on, task)
     check_classes(ModelInfo.from_dir(model_dir), dataset, task, str(model_dir))
     chosen, rank, world = join_ranks(infer.device)
@@ -196,14 +207,22 @@ def evaluate(model_dir: str | Path, on: DataOptions, task: str = "semantic",
     bar = tqdm(total=len(part), desc=f"eval {Path(model_dir).name}", unit="img",
                disable=not progress or rank != 0)
     started = time.perf_counter()
+    about = {"model": str(model_dir), "data": on.data, "split": evaluated_split(on.data, on.split), "task": task}
     try:
-        batches = host_batches(part, infer.batch_size, on.workers, segmenter.device.type == "cuda")
-        report, images, first = score_batches(segmenter, batches, task, dataset, ignore_index, classes,
-                                              infer.batch_size if infer.compile else None, bar)
+        with painting(show_dir, show, len(dataset), rank, world, inputs=(model_dir, *input_paths(on.data)),
+                      about=about) as painter:
+            batches = host_batches(part, infer.batch_size, on.decoders(segmenter.device.type),
+                                   segmenter.device.type == "cuda")
+            report, images, first = score_batches(segmenter, batches, task, dataset, ignore_index, classes,
+                                                  infer.batch_size if infer.compile else None, bar, painter)
     finally:
         bar.close()
     ended = time.perf_counter()
     report["timing"] = {"images": images * world, "seconds": ended - (first or started),
                         "startup_seconds": (first or ended) - started,
                         "forward_seconds": segmenter.forward_seconds, "device": str(segmenter.device)}
+    from layerseg_merge.eval.provenance import KEY, provenance
+
+    report[KEY] = provenance(model_dir, on, task, infer, report, segmenter, len(dataset), world, tensors is not None,
+                             show_dir)
     return report

@@ -6,6 +6,7 @@ import io
 import json
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -80,13 +81,98 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def compare(reports: dict[str, dict]) -> str:
-    """Several reports side by side (singles vs merges), one row each."""
-    columns = list(headline(next(iter(reports.values()))))
-    lines = ["| model | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
-    for name, report in reports.items():
-        values = headline(report)
-        lines.append(f"| {name} | " + " | ".join(_pct(values.get(c)) for c in columns) + " |")
+FORMATS = ("markdown", "csv", "latex")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Reports side by side: a row of numbers (fractions, None for n/a) per report label, under ``columns``;
+    ``reference``: the label the differences are taken to (None: no differences)."""
+
+    columns: list[str]
+    rows: dict[str, list[float | None]]
+    reference: str | None = None
+
+    def deltas(self, label: str) -> list[float | None] | None:
+        """``label``'s differences to the reference row, in percentage points (None: no reference, or this is it)."""
+        if self.reference is None or label == self.reference:
+            return None
+        return [None if value is None or base is None else 100 * (value - base)
+                for value, base in zip(self.rows[label], self.rows[self.reference])]
+
+
+def reference_label(labels: list[str], given: str) -> str:
+    """The label ``given`` names: a label, else a position counted from 1."""
+    if given in labels:
+        return given
+    if given.isdigit() and 1 <= int(given) <= len(labels):
+        return labels[int(given) - 1]
+    raise ValueError(f"--delta-to {given}: no report has that label; give a label ({', '.join(labels)}) or a "
+                     f"position from 1 to {len(labels)}")
+
+
+def comparison(reports: dict[str, dict], per_class: bool = False, reference: str | None = None) -> Comparison:
+    """The numbers of several reports of one task: the report metrics (:data:`report_metrics.METRICS`), or with
+    ``per_class`` the per-class IoU (panoptic: PQ per category) of every class any report has, then the task's
+    headline metric (mIoU, PQ), as UDA papers print them."""
+    first = next(iter(reports.values()))
+    if not per_class:
+        columns = list(headline(first))
+        return Comparison(columns, {label: [headline(r).get(c) for c in columns] for label, r in reports.items()},
+                          reference)
+    values = {label: per_class_values(r) for label, r in reports.items()}
+    classes = list(dict.fromkeys(name for row in values.values() for name in row))
+    main = next(metric for metric in metrics_of(task_of(first)) if metric.headline)
+    rows = {label: [values[label].get(c) for c in classes] + [main.value(r)] for label, r in reports.items()}
+    return Comparison([*classes, main.header], rows, reference)
+
+
+def _latex_escaped(text: str) -> str:
+    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(special.get(char, char) for char in text)
+
+
+def table(compared: Comparison, fmt: str = "markdown") -> str:
+    """``compared`` as a Markdown, CSV or LaTeX (booktabs) table, in percent with 2 decimals; a row's difference to
+    the reference follows its value in the cell (CSV: in a column of its own after each value)."""
+    if fmt == "csv":
+        import csv
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        delta = compared.reference is not None
+        writer.writerow(["model", *(name for c in compared.columns for name in ((c, f"{c} delta") if delta else (c,)))])
+        for label, values in compared.rows.items():
+            deltas = compared.deltas(label) or [None] * len(values)
+            cells = [("" if v is None else f"{100 * v:.2f}", "" if d is None else f"{d:+.2f}")
+                     for v, d in zip(values, deltas)]
+            writer.writerow([label, *(cell for pair in cells for cell in (pair if delta else pair[:1]))])
+        return buffer.getvalue().rstrip("\n")
+    latex = fmt == "latex"
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown table format {fmt!r}; use {', '.join(FORMATS)}")
+
+    def cell(value: float | None, delta: float | None) -> str:
+        text = "--" if latex and value is None else _pct(value)
+        if delta is None:
+            return text
+        if latex:  # the sign in math mode: a minus, not a hyphen
+            return rf"{text} {{\scriptsize(${'+' if delta >= 0 else '-'}${abs(delta):.2f})}}"
+        return f"{text} ({delta:+.2f})"
+
+    rows = [(label, [cell(v, d) for v, d in zip(values, compared.deltas(label) or [None] * len(values))])
+            for label, values in compared.rows.items()]
+    if latex:
+        lines = ["% needs \\usepackage{booktabs}" + (f"; in parentheses: points to {compared.reference}"
+                                                   if compared.reference else ""),
+                 rf"\begin{{tabular}}{{l{'r' * len(compared.columns)}}}", r"\toprule",
+                 " & ".join(["model", *map(_latex_escaped, compared.columns)]) + r" \\", r"\midrule",
+                 *(" & ".join([_latex_escaped(label), *cells]) + r" \\" for label, cells in rows),
+                 r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines)
+    lines = ["| model | " + " | ".join(compared.columns) + " |", "| --- |" + " ---: |" * len(compared.columns)]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     return "\n".join(lines)
 
 

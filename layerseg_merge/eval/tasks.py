@@ -42,14 +42,18 @@ class SemanticScoring:
         self.tables = self.alignment.tables(ignore_index, segmenter.device)
         self.metric = SemanticMetric(len(self.alignment.names), ignore_index)
 
-    def add(self, batch: dict, pictures, sizes: list, count: int) -> None:
+    def add(self, batch: dict, pictures, sizes: list, count: int) -> list[tuple]:
+        """Score a batch; returns each image's (prediction, label) as scored (class indices of the report's names)."""
         predictions = self.segmenter.semantic(pictures, sizes)[:count]
+        scored = []
         for name, prediction, label in zip(batch["names"], predictions, batch[self.target]):
             if self.tables is not None:  # the model's and the dataset's classes, matched by name
                 label, prediction = _looked_up(self.tables[0], label), self.tables[1][prediction]
             if self.metric.num_classes < 255:  # smaller maps take the metric's fastest path
                 prediction = prediction.to(torch.uint8)
             self.metric.update(prediction, label, name=name, defer=True)
+            scored.append((prediction, label))
+        return scored
 
     def report(self, classes: int) -> dict:
         report = self.metric.compute(self.alignment.names)
@@ -76,11 +80,15 @@ class PanopticScoring:
         self.stuff = {label for label, category in self.mapping.items()
                       if not self.categories[category].get("isthing", 0)}
 
-    def add(self, batch: dict, pictures, sizes: list, count: int) -> None:
+    def add(self, batch: dict, pictures, sizes: list, count: int) -> list[tuple]:
+        """Score a batch; returns each image's (ids, segments, ground-truth ids, ground-truth segments)."""
         results = self.segmenter.panoptic(pictures, sizes, self.mapping, self.stuff)[:count]
+        scored = []
         for name, (ids, segments), gt_ids, gt_segments in zip(batch["names"], results, batch[self.target],
                                                              batch["segments"]):
             self.metric.update(ids, segments, gt_ids, gt_segments, name=name)
+            scored.append((ids, segments, gt_ids, gt_segments))
+        return scored
 
     def report(self, classes: int) -> dict:
         return restrict_report(self.metric.compute(), classes, self.categories)

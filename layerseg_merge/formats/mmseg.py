@@ -488,9 +488,46 @@ def export_state(model_dir: str | Path) -> dict:
     original = transformers_to_mit(tensors)
     ordered = OrderedDict((f"model.{k}", original[k]) for k in sorted(original, key=_mit_order))
     meta = dict(settings.get("meta") or {})
+    if (model_dir / MERGE_RECIPE).is_file():
+        meta = merge_meta(model_dir, meta)
     if isinstance(meta.get("CLASSES"), list):
         meta["CLASSES"] = tuple(meta["CLASSES"])  # mmseg keeps class names as a tuple
     return {"meta": meta, "state_dict": ordered}
+
+
+MERGE_RECIPE = "mergekit_config.yml"  # what mergekit writes into every merged folder: the recipe it merged
+# What a merge keeps of its anchor's meta: what the repositories' tools/test.py read (CLASSES, PALETTE), the model's
+# config (its architecture and test pipeline, which `layerseg import mmseg` reads too) and the toolkit versions of the
+# format; the anchor's training run (seed, exp_name, iter, epoch, time, env_info) does not describe the merge.
+KEPT_META = ("CLASSES", "PALETTE", "config", "mmseg_version", "mmdet_version", "mmcv_version")
+
+
+def merge_meta(model_dir: Path, anchor_meta: dict) -> dict:
+    """The ``meta`` of a merged checkpoint: :data:`KEPT_META` of the anchor's, and under ``layerseg_merge`` the
+    recipe (``mergekit_config.yml`` as merged), its inputs in recipe order, the anchor, the BatchNorm
+    recalibration when there was one, and the versions that merged it."""
+    from layerseg_merge.engine.recipe_yaml import RecipeError, model_paths, parse_yaml
+    from layerseg_merge.eval.provenance import versions
+    from layerseg_merge.io.checkpoint import read_config
+
+    path = model_dir / MERGE_RECIPE
+    fix = "restore the file mergekit wrote with the merge, or merge again"
+    try:
+        recipe = path.read_text(encoding="utf-8")
+        data = parse_yaml(recipe, str(path))
+    except OSError as error:
+        raise MmsegError(f"{path}: cannot read it ({error.strerror}); {fix}") from None
+    except UnicodeDecodeError:
+        raise MmsegError(f"{path}: not UTF-8 text; {fix}") from None
+    except RecipeError as error:
+        raise MmsegError(f"{error}; {fix}") from None
+    if not isinstance(data, dict):
+        raise MmsegError(f"{path}: not a recipe (a YAML mapping of merge_method, models, ...); {fix}")
+    merge = {"recipe": recipe, "inputs": model_paths(data), "anchor": data.get("base_model"),
+             "merge_method": data.get("merge_method"),
+             "recalibrated": read_config(model_dir).get("layerseg_recalibrated"),
+             "versions": {name: found for name, found in versions().items() if name in ("layerseg-merge", "mergekit")}}
+    return {key: anchor_meta[key] for key in KEPT_META if key in anchor_meta} | {"layerseg_merge": merge}
 
 
 def content_hash(path: str | Path) -> str:

@@ -67,3 +67,30 @@ def test_torchrun_ranks_share_the_cores():
     assert "shared by 4 torchrun ranks" in plan.describe()
     plan = thread_plan(environ={"LOCAL_WORLD_SIZE": "2"}, cores=(2, "affinity mask of 2"))
     assert (plan.cores, plan.threads, plan.workers) == (1, 1, 0)
+
+
+def test_commands_say_what_they_chose_and_leave_torch_as_it_was(monkeypatch):
+    import os
+
+    import torch
+    from click.testing import CliRunner
+
+    from layerseg_merge.cli import main
+    from layerseg_merge.resources import DEMO_ASSETS
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    model, data = DEMO_ASSETS / "models" / "dacs", f"folder:{DEMO_ASSETS / 'target_test'}"
+    seen = []
+    original = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n) or original(n))
+    result = CliRunner().invoke(main, ["eval", str(model), "--data", data, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "threads: 1 torch thread + 1 DataLoader worker on 2 usable cores (affinity mask of 2)" in result.output
+    assert seen[0] == 1 and torch.get_num_threads() == before
+    result = CliRunner().invoke(main, ["eval", str(model), "--data", data, "--device", "cpu", "--workers", "0",
+                                       "--threads", "1"])
+    assert result.exit_code == 0 and "threads: 1 torch thread + 0 DataLoader workers" in result.output
+    assert "--threads" in CliRunner().invoke(main, ["sweep", "--help"]).output
+    assert "affinity mask" in CliRunner().invoke(main, ["recalibrate", "--help"]).output

@@ -32,8 +32,11 @@ PROGRESS = re.compile(r".*\d+%\|.*\|")  # a tqdm bar
 
 
 def start_recalibrating_merge(tmp_path, segformers, worker_start_s: float) -> tuple[subprocess.Popen, list[int]]:
-    """A merge recalibrating on 4 images with 2 DataLoader workers (in a session of its own, as in a terminal);
-    returns once both workers started."""
+    """A merge recalibrating on 4 images with the DataLoader workers the thread policy gives it (one at least; in a
+    session of its own, as in a terminal); returns once they all started."""
+    from layerseg_merge.io.cpus import thread_plan
+
+    expected = max(1, thread_plan(device="cpu").workers)
     recipe = write_recipe(tmp_path / "r.yaml", segformers, segformers[0])
     data = semantic_folder(tmp_path / "data", count=4)
     workers = tmp_path / "workers"
@@ -43,7 +46,7 @@ def start_recalibrating_merge(tmp_path, segformers, worker_start_s: float) -> tu
                                text=True, start_new_session=True,
                                env=dict(os.environ, WORKERS=str(workers), WORKER_START_S=str(worker_start_s)))
     deadline = time.monotonic() + 120
-    while len(os.listdir(workers)) < 2:
+    while len(os.listdir(workers)) < expected:
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -78,6 +81,7 @@ def test_ctrl_c_while_recalibrating_prints_one_line(tmp_path, segformers):
     process, _ = start_recalibrating_merge(tmp_path, segformers, worker_start_s=1.0)
     os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole foreground process group
     _, stderr = process.communicate(timeout=60)
-    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and not PROGRESS.match(line)]
+    lines = [line for line in stderr.replace("\r", "\n").splitlines()
+             if line.strip() and not PROGRESS.match(line) and not line.startswith("threads: ")]  # the thread plan
     assert process.returncode == 130 and lines == ["merge interrupted; nothing was written"], stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "r.yaml", "workers"]

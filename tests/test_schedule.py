@@ -75,3 +75,10 @@ def test_weights_whose_sum_overflows_weigh_as_their_ratios(role, depth, heads):
     assert coefficients([1e308, 1e308], 0, role, depth, s) == coefficients([1.0, 1.0], 0, role, depth, s)
     assert coefficients([1e308, 5e307, 5e307], 1, role, depth, s) == pytest.approx(
         coefficients([2.0, 1.0, 1.0], 1, role, depth, s))
+
+
+def test_a_tensor_only_one_input_holds_is_copied_whatever_its_weight():
+    """Weights 0 and 1 (the end of an interpolation): a head only the anchor has is still the anchor's."""
+    assert coefficients([0.0], 0, "head", None, ScheduleSettings()) == [1.0]
+    with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
+        coefficients([-1.0], 0, "head", None, ScheduleSettings())

@@ -59,13 +59,17 @@ def test_sweep_scores_equal_evaluating_each_merge_and_decode_the_data_once(tmp_p
     assert any(line.startswith("models reused across candidates:") and "built per candidate: none" in line
                for line in log), log
     fresh = LoadedInputs(setup.dirs, setup.weights)  # the sweep never changed the inputs it merged from
+    assert sum(row["alone"] for row in result["candidates"]) == len({row["anchor"] for row in result["candidates"]})
     for row in result["candidates"]:
         anchor = setup.models.index(row["anchor"])
-        settings = ScheduleSettings(row["uniform_until"], row["anchor_max"], row["schedule"], setup.heads,
-                                    setup.buffers)
+        tensors = None  # an input alone: its directory as it is
+        if not row["alone"]:
+            settings = ScheduleSettings(row["uniform_until"], row["anchor_max"], row["schedule"], setup.heads,
+                                        setup.buffers)
+            tensors = fresh.merge(Candidate(anchor, settings))
         report = evaluate(setup.dirs[anchor], DataOptions(data, limit=5, workers=0),
                           "panoptic" if metric == "PQ" else "semantic", InferenceOptions("cpu", 3), progress=False,
-                          tensors=fresh.merge(Candidate(anchor, settings)))
+                          tensors=tensors)
         assert row["score"] == (report["All"]["pq"] if metric == "PQ" else report["mIoU"]), row
 
 
@@ -98,7 +102,8 @@ def test_sweep_and_recalibrate_under_torchrun_equal_one_process(tmp_path, models
     val = DEMO_ASSETS / "target_val"
     grid = ["--grid", "uniform_until=0,1", "--grid", "anchor_max=1", "--grid", "schedule=linear",
             "--grid", "anchor=0,2"]
-    common = ["--device", "cpu", "--workers", "0", "--batch-size", "1", "--limit", "5", *grid]
+    # one torch thread everywhere (each rank gets one of the 2 cores anyway): the same kernels, the same bits
+    common = ["--device", "cpu", "--workers", "0", "--threads", "1", "--batch-size", "1", "--limit", "5", *grid]
     data = semantic_folder(tmp_path / "bn_data", count=5, size=(48, 40))
 
     def commands(tag: str) -> list[list[str]]:
@@ -106,16 +111,11 @@ def test_sweep_and_recalibrate_under_torchrun_equal_one_process(tmp_path, models
                 ["sweep", str(recipe), "--data", f"images:{val}", "--unsupervised", "--out",
                  str(tmp_path / f"free_{tag}"), *common],
                 ["recalibrate", str(models[0]), "--data", f"images:{data}", "--out", str(tmp_path / f"bn_{tag}"),
-                 "--device", "cpu", "--workers", "0", "--batch-size", "2"]]
+                 "--device", "cpu", "--workers", "0", "--threads", "1", "--batch-size", "2"]]
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the torchrun processes below: the same kernels, the same bits
-    try:
-        for command in commands("one"):
-            result = run(*command)
-            assert result.exit_code == 0, result.output
-    finally:
-        torch.set_num_threads(threads)
+    for command in commands("one"):
+        result = run(*command)
+        assert result.exit_code == 0, result.output
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
               str(free_port()), str(WORKER)]
     for command in commands("two"):
@@ -127,7 +127,7 @@ def test_sweep_and_recalibrate_under_torchrun_equal_one_process(tmp_path, models
     for name in ("sweep", "free"):
         one, two = (json.loads((tmp_path / f"{name}_{tag}" / "candidates.json").read_text()) for tag in ("one", "two"))
         assert one["ranks"] == 1 and two["ranks"] == 2
-        assert one["candidates"] == two["candidates"] and len(one["candidates"]) == 5
+        assert one["candidates"] == two["candidates"] and len(one["candidates"]) == 5 + 2  # + the 2 anchors alone
         assert ((tmp_path / f"{name}_one" / "best_recipe.yaml").read_text()
                 == (tmp_path / f"{name}_two" / "best_recipe.yaml").read_text())
         assert sorted(p.name for p in (tmp_path / f"{name}_two").iterdir()) == [

@@ -58,6 +58,62 @@ def test_analyze_equals_a_direct_computation(tmp_path, segformers):
         {t.depth for layer in layout.layers for t in layer})
 
 
+def test_task_vectors_against_a_base_equal_a_direct_computation(tmp_path, segformers):
+    """--base: each layer's task vectors (w - base) against the anchor's: cosine and size relative to the base."""
+    result = run("analyze", segformers[1], segformers[2], "--base", segformers[0], "--out", tmp_path / "a.json")
+    assert result.exit_code == 0, result.output
+    assert "task vectors (w - " in result.output
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["base"] == str(segformers[0])
+    states = {str(p): tensors(p) for p in segformers}
+    layout = layout_of(str(segformers[1]))
+
+    def weights(info):
+        return info.dtype.is_floating_point and not info.name.endswith(("running_mean", "running_var"))
+
+    for entry in report["layers"]:
+        group = [t.name for t in (layout.heads if entry["role"] == "head" else layout.layers[entry["layer"]])
+                 if weights(t)]
+        flat = {m: torch.cat([s[n].double().flatten() for n in group]) for m, s in states.items()}
+        base, anchor = flat[str(segformers[0])], flat[str(segformers[1])] - flat[str(segformers[0])]
+        vector = flat[str(segformers[2])] - base
+        got = entry["task_vectors"][str(segformers[2])]
+        assert got["cosine_to_anchor"] == pytest.approx(float(vector @ anchor / (vector.norm() * anchor.norm())),
+                                                        rel=1e-9)
+        assert got["relative_norm"] == pytest.approx(float(vector.norm() / base.norm()), rel=1e-9)
+        assert entry["task_vectors"][str(segformers[1])]["cosine_to_anchor"] == pytest.approx(1.0)
+
+
+def test_interpolation_runs_from_the_anchor_to_each_model(tmp_path):
+    """--interpolate: the line's ends are the two models as they are (the same numbers as evaluating them)."""
+    from layerseg_merge.eval.evaluate import evaluate
+    from layerseg_merge.eval.options import DataOptions, InferenceOptions
+    from layerseg_merge.resources import DEMO_ASSETS
+
+    models = DEMO_ASSETS / "models"
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    for image in sorted((DEMO_ASSETS / "target_test" / "images").glob("*.png"))[:6]:
+        shutil.copy(image, data / "images" / image.name)
+        shutil.copy(DEMO_ASSETS / "target_test" / "labels" / image.name, data / "labels" / image.name)
+    shutil.copy(DEMO_ASSETS / "target_test" / "classes.txt", data / "classes.txt")
+    result = run("analyze", models / "dacs", models / "dr", models / "mic", "--interpolate", f"folder:{data}",
+                 "--steps", "3", "--out", tmp_path / "a.json", "--plot", tmp_path / "a.png", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    line = json.loads((tmp_path / "a.json").read_text())["interpolation"]
+    assert line["steps"] == [0.0, 0.5, 1.0] and line["metric"] == "mIoU"
+    dr, mic = line["curves"][str(models / "dr")], line["curves"][str(models / "mic")]
+    assert dr["heads"] == "uniform" and mic["heads"] == "anchor"  # MIC's wider head cannot be interpolated
+
+    def miou(name):
+        return evaluate(models / name, DataOptions(f"folder:{data}", workers=0), infer=InferenceOptions("cpu"),
+                        progress=False)["mIoU"]
+
+    assert dr["values"][0] == mic["values"][0] == miou("dacs") and dr["values"][-1] == miou("dr")
+    assert Image.open(tmp_path / "a-interpolation.png").format == "PNG"
+
+
 # ----------------------------------------------------------------------------------------- in memory
 
 
@@ -132,7 +188,8 @@ def test_sweep_finds_a_known_optimum_and_never_reads_the_test_split(tmp_path, mo
                  "--grid", "schedule=linear,cosine")
     assert result.exit_code == 0, result.output
     found = json.loads((tmp_path / "sweep" / "candidates.json").read_text())
-    assert len(found["candidates"]) == 3 * (2 * 2 * 2 + 1) + 1  # per anchor; plus the recipe's own setting
+    # per anchor 8 merges, 1 with uniform_until 1, and the anchor alone; plus the recipe's own setting
+    assert len(found["candidates"]) == 3 * (2 * 2 * 2 + 1 + 1) + 1
     best, second = found["candidates"][:2]
     assert best["score"] == 1.0 and second["score"] < 1.0
     assert (best["anchor"], best["uniform_until"], best["anchor_max"], best["schedule"]) == (dr, 0.25, 0.75, "cosine")
@@ -153,14 +210,15 @@ def test_unsupervised_sweep_ranks_without_labels(tmp_path, models):
     recipe = write_recipe(tmp_path / "r.yaml", models, models[0])
     result = run("sweep", recipe, "--data", f"images:{images}", "--unsupervised", "--out", tmp_path / "sweep",
                  "--device", "cpu", "--workers", "0", "--grid", "uniform_until=0,1", "--grid", "anchor_max=1",
-                 "--grid", "schedule=linear", "--grid", "anchor=0", "--cache-gb", "inf")  # inf: no limit
+                 "--grid", "schedule=linear", "--grid", "anchor=0", "--cache-gb", "inf",  # inf: no limit
+                 "--selector", "agreement-entropy")
     assert result.exit_code == 0, result.output
     found = json.loads((tmp_path / "sweep" / "candidates.json").read_text())
-    assert found["metric"] == "label-free score (agreement - entropy)"
+    assert found["metric"] == "label-free: agreement-entropy"
     for row in found["candidates"]:
         assert 0 <= row["entropy"] <= 1 and 0 <= row["agreement"] <= 1
         assert row["score"] == pytest.approx(row["agreement"] - row["entropy"])
-    assert "heuristic" in (tmp_path / "sweep" / "best_recipe.yaml").read_text()
+    assert "by agreement-entropy (label-free)" in (tmp_path / "sweep" / "best_recipe.yaml").read_text()
 
 
 # ----------------------------------------------------------------------------------------- recalibrate
@@ -214,10 +272,13 @@ def test_a_model_without_batchnorm_is_a_clear_no_op(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "m2f"]
 
 
-def test_merge_recalibrate_re_estimates_the_merge(tmp_path, models):
+def test_merge_recalibrate_re_estimates_the_merge(tmp_path, models, monkeypatch):
     data = semantic_folder(tmp_path / "data", count=3, size=(48, 40))
     recipe = write_recipe(tmp_path / "r.yaml", models, models[0])
     assert run("merge", recipe, tmp_path / "plain").exit_code == 0
+    # the same torch threads both ways (the thread policy honours OMP_NUM_THREADS): a thread count can move a
+    # float sum by a rounding step
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     result = run("merge", recipe, tmp_path / "recal", "--recalibrate", f"folder:{data}")
     assert result.exit_code == 0, result.output
     assert "BatchNorm statistics re-estimated on 3 images" in result.output

@@ -92,6 +92,9 @@ def one_thread():
     2 threads against 22 ms with one, on 2 cores at a load average of 3.9 (the whole demo: 62 s
     against 16 s, with identical results).
     """
+    from layerseg_merge.io.cpus import keep_openmp_from_spinning
+
+    keep_openmp_from_spinning()  # (before torch loads)
     import torch
 
     threads = torch.get_num_threads()

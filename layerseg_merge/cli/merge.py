@@ -69,8 +69,14 @@ def merge(ctx: click.Context, recipe: str, out: str, overwrite: bool, recalibrat
     with reported("merge"):
         read = quick_checks(recipe, out, overwrite)
         from layerseg_merge.api import merge as merge_recipe
+        from layerseg_merge.io.cpus import configured
 
         merge_options = parse_merge_options(given_arguments(ctx, list(mergekit_options)))
-        merge_recipe(read, out, overwrite=overwrite, options=merge_options, recalibrate=recalibrate_data,
-                     recalibrate_images=recalibrate_images, log=lambda message: click.echo(message, err=True))
+        # torch's threads: mergekit's --num-threads (mergekit applies it too), else the cores this process may use,
+        # less the DataLoader workers of a --recalibrate
+        with configured(merge_options.num_threads, None if recalibrate_data else 0,
+                        str(merge_options.device or "cpu")) as plan:
+            click.echo(f"threads: {plan.describe()}", err=True)
+            merge_recipe(read, out, overwrite=overwrite, options=merge_options, recalibrate=recalibrate_data,
+                         recalibrate_images=recalibrate_images, log=lambda message: click.echo(message, err=True))
     click.echo(f"merged model written to {out}", err=True)

@@ -9,8 +9,9 @@ the values; an impossible one is a one-line error before the command starts. No 
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import click
 
@@ -47,7 +48,9 @@ def data_options(data_help: str, *, split_help: str | None = None, workers_help:
     options = [click.option("--data", required=True, help=data_help),
                click.option("--split", default="val", show_default=True, help=split_help),
                *([limit] if limit else []),
-               click.option("--workers", default=2, show_default=True, help=workers_help)]
+               click.option("--workers", type=int, default=None,
+                            help=(workers_help or "DataLoader workers") + " (default: as the cores allow beside the "
+                            "torch threads, at most 2)")]
     return gathered("on", ("data", "split", "limit", "workers"), DataOptions, options)
 
 
@@ -85,3 +88,27 @@ def inference_options(batch_size: int, *, device_help: str | None = None, batch_
                          "message)")]
     names = ("device", "batch_size", "amp", "slide", "preprocess", "compile_model")
     return gathered("infer", names, _inference, options)
+
+
+THREADS_HELP = ("torch threads (default: the cores this process may use, from its affinity mask and cgroup quota and "
+                "shared by torchrun ranks on one machine, less the DataLoader workers; OMP_NUM_THREADS is honoured)")
+
+
+def threads_option(command):
+    """``--threads``: torch's intra-op threads (:mod:`layerseg_merge.io.cpus` chooses when it is not given)."""
+    return click.option("--threads", type=click.IntRange(min=1), default=None, help=THREADS_HELP)(command)
+
+
+@contextlib.contextmanager
+def sharing_cores(on: DataOptions, device: str, threads: int | None) -> Iterator[DataOptions]:
+    """Inside, threads and DataLoader workers within the cores this process may use (``on`` with its workers);
+    says what it chose (rank 0); torch's thread count restored at the end."""
+    import os
+    from dataclasses import replace
+
+    from layerseg_merge.io.cpus import configured
+
+    with configured(threads, on.workers, device) as plan:
+        if os.environ.get("RANK", "0") == "0":
+            click.echo(f"threads: {plan.describe()}", err=True)
+        yield replace(on, workers=plan.workers)

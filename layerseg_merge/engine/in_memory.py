@@ -23,10 +23,12 @@ from layerseg_merge.io.checkpoint import load_tensors
 
 @dataclass(frozen=True)
 class Candidate:
-    """One point of a sweep: which input is the anchor, and the settings."""
+    """One point of a sweep: which input is the anchor, and the settings; ``alone``: the anchor as it is, no merge
+    (so that "do not merge" can win)."""
 
     anchor: int
     settings: ScheduleSettings
+    alone: bool = False
 
 
 class LoadedInputs:
@@ -44,7 +46,10 @@ class LoadedInputs:
                 check_compatible(self.layouts[anchor], layout)
 
     def merge(self, candidate: Candidate) -> dict[str, torch.Tensor]:
-        """Every tensor of the anchor's checkpoint, merged (file names, stored dtypes)."""
+        """Every tensor of the anchor's checkpoint, merged (file names, stored dtypes); the anchor's own tensors for
+        a candidate ``alone``."""
+        if candidate.alone:
+            return dict(self.tensors[candidate.anchor])
         out: dict[str, torch.Tensor] = {}
         for name in self.layouts[candidate.anchor].tensors:
             plan = plan_tensor(self.layouts, candidate.anchor, name, self.weights, candidate.settings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from layerseg_merge.engine.settings import Role, ScheduleSettings, Shape, check_weights
+from layerseg_merge.engine.settings import Role, ScheduleSettings, Shape, check_weight, check_weights
 
 
 def shape_value(shape: Shape, r: float) -> float:
@@ -46,9 +46,10 @@ def coefficients(
     tensor; ``anchor_index`` points at the anchor among them. ``depth`` is
     required for backbone tensors and ignored for heads.
     """
-    check_weights(weights)
-    if len(weights) == 1:
+    if len(weights) == 1:  # the tensor is one input's: copied, whatever its weight
+        check_weight(weights[0])
         return [1.0]
+    check_weights(weights)
     if not math.isfinite(sum(weights)):  # finite weights whose sum overflows: only their ratios matter
         largest = max(weights)
         weights = [w / largest for w in weights]

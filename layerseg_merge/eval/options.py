@@ -20,20 +20,30 @@ def _whole(value) -> bool:
 @dataclass(frozen=True)
 class DataOptions:
     """What to run on: a dataset spec (``KIND:PATH``, :func:`layerseg_merge.eval.datasets.open_dataset`), its
-    split, its first ``limit`` images (None: all) and the DataLoader ``workers`` decoding them."""
+    split, its first ``limit`` images (None: all) and the DataLoader ``workers`` decoding them (None: as the cores
+    allow, :meth:`decoders`)."""
 
     data: str
     split: str = "val"
     limit: int | None = None
-    workers: int = 2
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.limit is not None and (not _whole(self.limit) or self.limit < 1):
             raise ValueError(f"a limit of {self.limit} images leaves none to use; give at least 1 (or no limit, "
                              "for all)")
-        if not _whole(self.workers) or self.workers < 0:
+        if self.workers is not None and (not _whole(self.workers) or self.workers < 0):
             raise ValueError(f"--workers {self.workers}: give 0 (decode in this process) or more DataLoader "
                              "workers")
+
+    def decoders(self, device_type: str) -> int:
+        """The DataLoader workers to run: as given, else what the thread policy leaves beside the torch threads on
+        the cores this process may use (:mod:`layerseg_merge.io.cpus`)."""
+        if self.workers is not None:
+            return self.workers
+        from layerseg_merge.io.cpus import thread_plan
+
+        return thread_plan(device=device_type).workers
 
 
 @dataclass(frozen=True)

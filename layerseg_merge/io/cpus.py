@@ -19,9 +19,10 @@ unless set; it only takes effect before torch is imported, which the commands do
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,3 +162,34 @@ def apply(plan: ThreadPlan) -> None:
 
     if torch.get_num_threads() != plan.threads:
         torch.set_num_threads(plan.threads)
+
+
+@contextlib.contextmanager
+def configured(threads: int | None, workers: int | None, device: str = "auto") -> Iterator[ThreadPlan]:
+    """What a command does first: OpenMP told not to spin (before torch loads), the plan for ``device`` (``auto``:
+    CUDA when torch sees one), torch given its threads; torch's thread count as it was afterwards (a command run
+    in-process leaves it alone)."""
+    keep_openmp_from_spinning()
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield _plan_for(threads, workers, device)
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _plan_for(threads: int | None, workers: int | None, device: str) -> ThreadPlan:
+    import torch
+
+    if device == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, TypeError):  # a bad device name: the command names it later
+            kind = "cpu"
+    plan = thread_plan(threads, workers, device=kind)
+    apply(plan)
+    return plan

@@ -1,10 +1,17 @@
-"""How far apart are the models, layer by layer? Relative L2 distance and cosine similarity along depth.
+"""How far apart are the models, layer by layer, and do they sit in one basin?
 
 For every flattened backbone layer (the architecture definitions' layers; depth 0 = stem,
 1 = last block) and for the heads, each model's weights are compared with the anchor's and
 with the models' mean: relative L2 distance ||w - r|| / ||r|| and cosine similarity, over
-all float weights of the layer (BatchNorm statistics and integers left out). Tensors are
-read one at a time from the safetensors files, so models larger than memory work.
+all float weights of the layer (BatchNorm statistics and integers left out). Given the models'
+shared initialisation (``base``), also their **task vectors** w - base: each one's cosine with
+the anchor's and its size relative to the base (Model Stock's view: fine-tunes whose task
+vectors are near-orthogonal average toward the base). Tensors are read one at a time from the
+safetensors files, so models larger than memory work.
+
+:func:`interpolate` measures a metric along the straight line from the anchor to each other
+model (the standard check of whether two checkpoints sit in one basin: a barrier in the middle
+says they do not).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ class _Sums:
     """Running dot products of one model against a reference, over the tensors of one layer."""
 
     def __init__(self):
-        self.dot = self.own = self.reference = self.difference = 0.0
+        self.dot = self.own = self.reference = self.difference = self.base = 0.0
         self.parameters = 0
 
     def add(self, tensor: torch.Tensor, reference: torch.Tensor) -> None:
@@ -41,9 +48,18 @@ class _Sums:
         return {"relative_l2": math.sqrt(self.difference) / norm if norm else None,
                 "cosine": self.dot / denominator if denominator else None}
 
+    def task_report(self) -> dict:
+        """Of a task vector (``add(w - base, anchor - base)``): its cosine with the anchor's and its norm relative
+        to the base's (``base``: the squared norm of the base's weights)."""
+        denominator = math.sqrt(self.own) * math.sqrt(self.reference)
+        return {"cosine_to_anchor": self.dot / denominator if denominator else None,
+                "relative_norm": math.sqrt(self.own / self.base) if self.base else None}
 
-def analyze(model_dirs: Sequence[str], anchor: int = 0, device: str = "cpu", progress: bool = True) -> dict:
-    """Per layer and role: every model against the anchor and against the mean (see the module docstring)."""
+
+def analyze(model_dirs: Sequence[str], anchor: int = 0, device: str = "cpu", progress: bool = True,
+            base: str | None = None) -> dict:
+    """Per layer and role: every model against the anchor and against the mean, and with ``base`` (their shared
+    initialisation) their task vectors against the anchor's (see the module docstring)."""
     from safetensors import safe_open
     from tqdm import tqdm
 
@@ -54,10 +70,10 @@ def analyze(model_dirs: Sequence[str], anchor: int = 0, device: str = "cpu", pro
 
     dirs = [resolve_model_path(d) for d in model_dirs]
     layouts = [layout_of(d) for d in dirs]
-    base = layouts[anchor]
+    anchor_layout = layouts[anchor]
     for index, layout in enumerate(layouts):
         if index != anchor:
-            check_compatible(base, layout)
+            check_compatible(anchor_layout, layout)
     where = pick_device(device)
     files = []
     for d in dirs:
@@ -68,8 +84,19 @@ def analyze(model_dirs: Sequence[str], anchor: int = 0, device: str = "cpu", pro
         files.append(shards)
     to_anchor: dict = defaultdict(lambda: defaultdict(_Sums))
     to_mean: dict = defaultdict(lambda: defaultdict(_Sums))
+    task: dict = defaultdict(lambda: defaultdict(_Sums))  # task vectors against the anchor's, given a base
+    base_files, base_layout = None, None
+    if base is not None:
+        base_dir = resolve_model_path(base)
+        base_layout = layout_of(base_dir)
+        check_compatible(layouts[anchor], base_layout)
+        base_files = {}
+        for path in weight_files(base_dir):
+            handle = safe_open(str(path), framework="pt", device="cpu")
+            base_files.update({name: handle for name in handle.keys()})
     depth_of: dict = {}
-    tensors = [t for t in base.tensors.values() if t.dtype.is_floating_point and not is_batchnorm_statistic(t.name)]
+    tensors = [t for t in anchor_layout.tensors.values()
+               if t.dtype.is_floating_point and not is_batchnorm_statistic(t.name)]
     for info in tqdm(tensors, desc="analyze", unit="tensor", disable=not progress):
         members = []
         for index, layout in enumerate(layouts):
@@ -85,17 +112,28 @@ def analyze(model_dirs: Sequence[str], anchor: int = 0, device: str = "cpu", pro
         for index, tensor in members:
             to_anchor[key][index].add(tensor, reference)
             to_mean[key][index].add(tensor, mean)
+        origin = base_layout.counterpart(info) if base_layout is not None else None
+        if origin is not None and origin.shape == info.shape:
+            start = base_files[origin.name].get_tensor(origin.name).to(where).double()
+            anchor_vector = reference.double() - start
+            for index, tensor in members:
+                task[key][index].add(tensor.double() - start, anchor_vector)
+                task[key][index].base += float(start.flatten() @ start.flatten())
     names = [str(d) for d in model_dirs]
     layers = []
     for key in sorted(to_anchor, key=lambda k: (k[0] == "head", k[1] or 0)):
         role, layer = key
-        layers.append({
+        entry = {
             "role": role, "layer": layer, "depth": depth_of[key],
             "parameters": next(iter(to_anchor[key].values())).parameters,
             "to_anchor": {names[i]: sums.report() for i, sums in sorted(to_anchor[key].items()) if i != anchor},
             "to_mean": {names[i]: sums.report() for i, sums in sorted(to_mean[key].items())},
-        })
-    return {"anchor": names[anchor], "models": names, "layers": layers}
+        }
+        if key in task:
+            entry["task_vectors"] = {names[i]: sums.task_report() for i, sums in sorted(task[key].items())}
+        layers.append(entry)
+    return {"anchor": names[anchor], "models": names, "base": str(base) if base is not None else None,
+            "layers": layers}
 
 
 def plot(report: dict, path: str | Path) -> None:

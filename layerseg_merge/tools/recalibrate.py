@@ -89,7 +89,7 @@ def estimate(segmenter, on: DataOptions, batch_size: int = 8, progress: bool = T
     try:
         with torch.no_grad(), tqdm(total=len(part), desc="recalibrate", unit="img",
                                    disable=not progress or rank != 0) as bar:
-            for batch in device_batches(part, segmenter.device, batch_size, on.workers, keys):
+            for batch in device_batches(part, segmenter.device, batch_size, on.decoders(segmenter.device.type), keys):
                 segmenter.model(**segmenter.inputs(batch["images"]))
                 rows.append(torch.cat([torch.cat([layer.running_mean, layer.running_var]).double()
                                        for layer in layers]))

@@ -127,10 +127,13 @@ def read_recipe(path: str | Path, log: Callable[[str], None]) -> Setup:
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """What the sweep searches and how it ranks: ``metric`` (mIoU or PQ), the ``grid``
+    """What the sweep searches and how it ranks: ``metric`` (a headline report metric: mIoU or PQ), the ``grid``
     (:data:`DEFAULT_GRID` when None), the ``anchors`` (indices into the recipe's models; None: all), at most
-    ``budget`` candidates, labels or the label-free heuristic (``unsupervised``), and ``cache_gb`` GiB of decoded
-    images kept in memory (per process)."""
+    ``budget`` merge candidates (each input alone is a candidate besides), labels or a label-free ``selector``
+    (``unsupervised``, :mod:`layerseg_merge.tools.unsupervised`; ``confidence``: the ensemble's least mean
+    probability for a pseudo-label), a labelled ``source_data`` split whose mIoU vetoes a candidate that loses
+    more than ``veto_margin`` of its anchor's, and ``cache_gb`` GiB of decoded images kept in memory (per
+    process)."""
 
     metric: str = "mIoU"
     grid: dict | None = None
@@ -138,8 +141,14 @@ class SweepOptions:
     budget: int | None = None
     unsupervised: bool = False
     cache_gb: float = 8.0
+    selector: str = "pseudo-miou"
+    confidence: float = 0.5
+    source_data: str | None = None
+    veto_margin: float = 0.05
 
     def __post_init__(self) -> None:
+        from layerseg_merge.tools.unsupervised import SELECTORS
+
         if self.metric not in headlines():
             raise SweepError(f"--metric must be {' or '.join(headlines())}, not {self.metric!r}")
         if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int)
@@ -147,6 +156,14 @@ class SweepOptions:
             raise SweepError(f"--budget {self.budget}: score at least 1 candidate (or give no budget, for all)")
         if not self.cache_gb >= 0:  # also refuses NaN
             raise SweepError(f"--cache-gb must be 0 or more, not {self.cache_gb:g}")
+        if self.selector not in SELECTORS:
+            raise SweepError(f"--selector {self.selector}: use {' or '.join(SELECTORS)}")
+        if not 0 <= self.confidence < 1:
+            raise SweepError(f"--confidence {self.confidence:g}: give the ensemble's least mean probability for a "
+                             "pseudo-label, from 0 (every pixel) to below 1")
+        if not 0 <= self.veto_margin <= 1:
+            raise SweepError(f"--veto-margin {self.veto_margin:g}: give the source mIoU a candidate may lose against "
+                             "its anchor, from 0 to 1 (0.05: 5 points)")
 
 
 def run_sweep(setup: Setup, on: DataOptions, search: SweepOptions = SweepOptions(),
@@ -161,7 +178,7 @@ def run_sweep(setup: Setup, on: DataOptions, search: SweepOptions = SweepOptions
     """
     from tqdm import tqdm
 
-    from layerseg_merge.eval.evaluate import check_classes, join_ranks, open_data, score_batches, shard
+    from layerseg_merge.eval.evaluate import check_classes, join_ranks, open_data, shard
     from layerseg_merge.tools.scoring import AnchorModels, CachedBatches
 
     metric, unsupervised, budget = search.metric, search.unsupervised, search.budget
@@ -187,67 +204,157 @@ def run_sweep(setup: Setup, on: DataOptions, search: SweepOptions = SweepOptions
         sampled = random.Random(0).sample(pool[1:], budget - 1)
         pool = [own] + sorted(sampled, key=pool.index)
         log(f"budget {budget}: the recipe's own setting and {budget - 1} candidates drawn at random (seed 0)")
+    pool += [Candidate(anchor, own.settings, alone=True) for anchor in anchors]  # "do not merge" is an answer
     dataset = open_data(on, "images" if unsupervised else task)
     if not unsupervised:
         for anchor in anchors:
             check_classes(ModelInfo.from_dir(setup.dirs[anchor]), dataset, task, setup.models[anchor])
     positions = list(range(rank, len(dataset), world))
-    batches = CachedBatches(shard(dataset, rank, world), infer.batch_size, on.workers, chosen.type == "cuda",
-                            search.cache_gb * 2**30, positions, len(dataset), log)
+    batches = CachedBatches(shard(dataset, rank, world), infer.batch_size, on.decoders(chosen.type),
+                            chosen.type == "cuda", search.cache_gb * 2**30, positions, len(dataset), log)
     models = AnchorModels(setup.dirs, infer)
-    ensemble = None
-    if unsupervised:
-        from layerseg_merge.eval.inference import Segmenter
-        from layerseg_merge.tools.unsupervised import ensemble_maps, label_free_score
-
-        started = time.perf_counter()
-        ensemble = ensemble_maps([Segmenter(d, infer) for d in setup.dirs], batches)
-        log(f"ensemble of the {len(setup.dirs)} inputs on the unlabelled images: {time.perf_counter() - started:.1f} s")
+    source = _SourceVeto(search, on, setup, anchors, inputs, models, infer, chosen, rank, world, log) \
+        if search.source_data else None
+    score = _scorer(search, task, dataset, batches, setup, infer, log)
     rows = []
     started = time.perf_counter()
     for candidate in tqdm(pool, desc="sweep", unit="candidate", disable=not progress or rank != 0):
         segmenter = models.holding(candidate.anchor, inputs.merge(candidate))
-        row = {"anchor": setup.models[candidate.anchor], "uniform_until": candidate.settings.uniform_until,
-               "anchor_max": candidate.settings.anchor_max, "schedule": candidate.settings.schedule,
-               "recipe": candidate == own}
-        if unsupervised:
-            row |= label_free_score(segmenter, batches, ensemble)
-        else:
-            report, _, _ = score_batches(segmenter, batches, task, dataset,
-                                         pad_to=infer.batch_size if infer.compile else None)
-            row["score"] = headlines()[metric].value(report)
+        settings = candidate.settings
+        row = {"anchor": setup.models[candidate.anchor], "alone": candidate.alone,
+               "uniform_until": None if candidate.alone else settings.uniform_until,
+               "anchor_max": None if candidate.alone else settings.anchor_max,
+               "schedule": None if candidate.alone else settings.schedule, "recipe": candidate == own}
+        row |= score(segmenter)
+        if source is not None:
+            row |= source.check(candidate, segmenter)
         rows.append((candidate, row))
     seconds = time.perf_counter() - started
     log(models.describe())
-    ordered = sorted(rows, key=lambda item: -(item[1]["score"] if item[1]["score"] is not None else -1.0))
-    return {"metric": "label-free score (agreement - entropy)" if unsupervised else metric,
-            "unsupervised": unsupervised, "data": on.data, "split": on.split,
-            "seconds_per_candidate": seconds / max(len(rows), 1), "ranks": world,
+    ranked = [item for item in rows if not item[1].get("vetoed")]
+    ordered = sorted(ranked, key=lambda item: -(item[1]["score"] if item[1]["score"] is not None else -1.0))
+    ordered += [item for item in rows if item[1].get("vetoed")]
+    scores = [row["score"] for _, row in ordered[:2] if not row.get("vetoed") and row["score"] is not None]
+    return {"metric": f"label-free: {search.selector}" if unsupervised else metric,
+            "selector": search.selector if unsupervised else f"labelled {metric}", "unsupervised": unsupervised,
+            "confidence": search.confidence if unsupervised and search.selector == "pseudo-miou" else None,
+            "source_veto": {"data": search.source_data, "margin": search.veto_margin} if source else None,
+            "margin": scores[0] - scores[1] if len(scores) == 2 else None,
+            "data": on.data, "split": on.split, "seconds_per_candidate": seconds / max(len(rows), 1), "ranks": world,
             "best": ordered[0][0], "candidates": [row for _, row in ordered]}
 
 
+def _scorer(search: SweepOptions, task: str, dataset, batches, setup: Setup, infer: InferenceOptions,
+            log: Callable[[str], None]) -> Callable:
+    """How a candidate's model is scored: the headline metric on labels, or a label-free selector."""
+    from layerseg_merge.eval.evaluate import score_batches
+
+    if not search.unsupervised:
+        metric = headlines()[search.metric]
+
+        def labelled(segmenter) -> dict:
+            report, _, _ = score_batches(segmenter, batches, task, dataset,
+                                         pad_to=infer.batch_size if infer.compile else None)
+            return {"score": metric.value(report)}
+
+        return labelled
+    from layerseg_merge.eval.inference import Segmenter
+    from layerseg_merge.tools.unsupervised import ensemble_of, label_free_score, labelled_share
+
+    started = time.perf_counter()
+    ensemble = ensemble_of([Segmenter(d, infer) for d in setup.dirs], batches)
+    pseudo = ensemble.pseudo_labels(search.confidence) if search.selector == "pseudo-miou" else None
+    log(f"ensemble of the {len(setup.dirs)} inputs on the unlabelled images: {time.perf_counter() - started:.1f} s"
+        + (f"; {100 * labelled_share(pseudo, batches, infer.device):.1f} % of the pixels pseudo-labelled at "
+           f"confidence {search.confidence:g}" if pseudo is not None else ""))
+    return lambda segmenter: label_free_score(search.selector, segmenter, batches, ensemble, search.confidence,
+                                              pseudo)
+
+
+class _SourceVeto:
+    """The labelled source split: a candidate whose source mIoU falls more than the margin below its anchor's
+    alone is vetoed (it forgot what the anchor knew)."""
+
+    def __init__(self, search: SweepOptions, on: DataOptions, setup: Setup, anchors: list[int], inputs, models,
+                 infer: InferenceOptions, chosen, rank: int, world: int, log: Callable[[str], None]):
+        from layerseg_merge.eval.evaluate import check_classes, open_data, shard
+        from layerseg_merge.tools.scoring import CachedBatches
+
+        self.source = DataOptions(search.source_data, on.split, on.limit, on.workers)
+        self.dataset = open_data(self.source, "semantic")
+        for anchor in anchors:
+            check_classes(ModelInfo.from_dir(setup.dirs[anchor]), self.dataset, "semantic", setup.models[anchor])
+        self.batches = CachedBatches(shard(self.dataset, rank, world), infer.batch_size,
+                                     self.source.decoders(chosen.type), chosen.type == "cuda",
+                                     search.cache_gb * 2**30, list(range(rank, len(self.dataset), world)),
+                                     len(self.dataset), log)
+        self.margin = search.veto_margin
+        settings = setup.recipe_candidate.settings
+        self.reference = {anchor: self.score(models.holding(anchor, inputs.merge(Candidate(anchor, settings,
+                                                                                           alone=True))))
+                          for anchor in anchors}
+        found = ", ".join(f"{Path(setup.models[a]).name} {100 * (v or 0):.2f}" for a, v in self.reference.items())
+        log(f"source mIoU of each anchor alone: {found}")
+
+    def score(self, segmenter) -> float | None:
+        from layerseg_merge.eval.evaluate import score_batches
+
+        report, _, _ = score_batches(segmenter, self.batches, "semantic", self.dataset)
+        return report["mIoU"]
+
+    def check(self, candidate: Candidate, segmenter) -> dict:
+        value = self.reference[candidate.anchor] if candidate.alone else self.score(segmenter)
+        reference = self.reference[candidate.anchor]
+        vetoed = value is not None and reference is not None and value < reference - self.margin
+        return {"source_score": value, "vetoed": bool(vetoed)}
+
+
 def best_recipe(setup: Setup, candidate: Candidate) -> dict:
-    """The recipe with the chosen anchor and schedule (models, weights and the rest as written)."""
+    """The recipe with the chosen anchor and schedule (models, weights and the rest as written); for an input
+    alone, the recipe that reproduces it: the others at weight 0."""
     recipe = dict(setup.raw)
     recipe["base_model"] = setup.models[candidate.anchor]
     parameters = dict(recipe.get("parameters") or {})
     parameters.update(uniform_until=candidate.settings.uniform_until, anchor_max=candidate.settings.anchor_max,
                       schedule=candidate.settings.schedule)
     recipe["parameters"] = parameters
+    if candidate.alone:
+        entries = []
+        for index, entry in enumerate(recipe["models"]):
+            entry = dict(entry) if isinstance(entry, dict) else {"model": str(entry)}
+            entry["parameters"] = dict(entry.get("parameters") or {}, weight=1.0 if index == candidate.anchor else 0.0)
+            entries.append(entry)
+        recipe["models"] = entries
     return recipe
 
 
 def table(result: dict) -> str:
+    """The candidates, best first, as Markdown; the selector and its margin to the runner-up above."""
     unsupervised = result["unsupervised"]
+    free = unsupervised and result["selector"] == "agreement-entropy"
+    veto = result.get("source_veto") is not None
     head = "| rank | anchor | uniform_until | anchor_max | schedule | " + (
-        "entropy | agreement | score |" if unsupervised else f"{result['metric']} |")
-    lines = [head, "| ---: | --- | ---: | ---: | --- |" + (" ---: |" * (3 if unsupervised else 1))]
+        "entropy | agreement | score |" if free else f"{result['metric']} |") + (" source mIoU |" if veto else "")
+    columns = 5 + (3 if free else 1) + veto
+    lines = [head, "| ---: | --- | ---: | ---: | --- |" + " ---: |" * (columns - 5)]
     for rank, row in enumerate(result["candidates"], start=1):
         mark = " (recipe)" if row["recipe"] else ""
-        values = (f"{row['entropy']:.4f} | {row['agreement']:.4f} | {row['score']:.4f}" if unsupervised
+        values = (f"{row['entropy']:.4f} | {row['agreement']:.4f} | {row['score']:.4f}" if free
                   else (f"{100 * row['score']:.2f}" if row["score"] is not None else "n/a"))
-        lines.append(f"| {rank} | {Path(row['anchor']).name}{mark} | {row['uniform_until']:g} | "
-                     f"{row['anchor_max']:g} | {row['schedule']} | {values} |")
+        if veto:
+            source = row.get("source_score")
+            values += f" | {100 * source:.2f}" if source is not None else " | n/a"
+            values += " (vetoed)" if row.get("vetoed") else ""
+        if row.get("alone"):
+            lines.append(f"| {rank} | {Path(row['anchor']).name}{mark} | - | - | alone (no merge) | {values} |")
+        else:
+            lines.append(f"| {rank} | {Path(row['anchor']).name}{mark} | {row['uniform_until']:g} | "
+                         f"{row['anchor_max']:g} | {row['schedule']} | {values} |")
+    margin = result.get("margin")
+    lines += ["", f"Chosen by {result['selector']}" + (f"; margin to the runner-up {100 * margin:.2f} points"
+                                                      if margin is not None and not free else
+                                                      f"; margin to the runner-up {margin:.4f}" if margin is not None
+                                                      else "") + "."]
     return "\n".join(lines)
 
 
@@ -265,14 +372,17 @@ def plot(result: dict, path: str | Path) -> None:
         if row["score"] is None:
             continue
         color = f"C{anchors.index(row['anchor'])}"
+        if row.get("alone"):  # a dashed line: the model as it is
+            axis.axhline(row["score"], color=color, linestyle="--", linewidth=1)
+            continue
         size = 20 + 60 * row["anchor_max"]
         axis.scatter(row["uniform_until"], row["score"], c=color, marker=markers[row["schedule"]], s=size,
                      edgecolors="black" if row["recipe"] else "none", alpha=0.8)
     for index, anchor in enumerate(anchors):
         axis.scatter([], [], c=f"C{index}", label=f"anchor {Path(anchor).name}")
-    axis.set_xlabel("uniform_until (marker: o linear, ^ cosine, s step; size: anchor_max; outlined: the recipe)",
-                    fontsize=8)
-    axis.set_ylabel(result["metric"] if not result["unsupervised"] else "label-free score")
+    axis.set_xlabel("uniform_until (marker: o linear, ^ cosine, s step; size: anchor_max; outlined: the recipe; "
+                    "dashed: an input alone)", fontsize=8)
+    axis.set_ylabel(result["metric"] if not result["unsupervised"] else f"label-free ({result['selector']})")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     figure.tight_layout()

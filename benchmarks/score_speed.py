@@ -2,10 +2,15 @@
 
     python benchmarks/score_speed.py [--repeats 20] [--device auto]
 
-The decoding lines time `layerseg_merge.eval.images` on three seeded 1024x2048 PNGs written by Pillow
-(a COCO panoptic id map, a class-index label, a photo-like RGB image) with each decoder in turn
-(LAYERSEG_PNG_DECODER=pillow is the decoder before kornia-rs), best of the repeats, and check that
-both give the same array.
+Metric lines: one image's update, wall and CPU time per call (best of the repeats, after a warm-up), on numpy
+arrays (`layerseg score`) and on torch tensors on `--device` (`layerseg eval`; CPU tensors are scored by numpy).
+Panoptic maps: stuff bands and 60 thing rectangles (flat regions: a few runs of equal ids per row), given as id
+maps or as the PNG's RGB pixels (what `layerseg score` passes), and the same maps speckled (half the pixels
+replaced: the per-pixel path). The decoding lines time `layerseg_merge.eval.images` on three seeded 1024x2048 PNGs
+written by Pillow (a COCO panoptic id map, a class-index label, a photo-like RGB image) with each decoder in turn
+(LAYERSEG_PNG_DECODER=pillow is the decoder before kornia-rs), best of the repeats, and check that both give the same
+array. The last line says what limits `layerseg score panoptic` on such PNGs: decoding or the per-pixel pass.
+It prints no target: the figures depend on the machine; every line states the cores, the load and wall vs CPU.
 """
 
 from __future__ import annotations
@@ -43,16 +48,20 @@ def panoptic_image(generator, height, width, segments=60, device="cpu"):
     return ids.to(device), [s for s in infos if s.id in present]
 
 
-def timed(function, repeats: int, device: torch.device) -> float:
+def timed(function, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Best wall and CPU ms of one call over the repeats, after a warm-up (CUDA: synchronised)."""
     function()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    walls, cpus = [], []
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start, cpu = time.perf_counter(), time.process_time()
         function()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats * 1000
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    return min(walls) * 1000, min(cpus) * 1000
 
 
 def best_ms(function, repeats: int) -> float:
@@ -65,8 +74,18 @@ def best_ms(function, repeats: int) -> float:
     return min(times) * 1000
 
 
-def decoder_figures(repeats: int) -> None:
-    """Decoding ms per 1024x2048 PNG with Pillow and with the default decoder, the arrays compared."""
+def conditions() -> str:
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return f"{len(cores)} usable cores, load {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+
+
+def id_rgb(ids: np.ndarray) -> np.ndarray:
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+
+
+def decoder_figures(repeats: int) -> float:
+    """Decoding ms per 1024x2048 PNG with Pillow and with the default decoder, the arrays compared; returns the
+    default decoder's ms for the panoptic PNG read as `layerseg score` reads it."""
     from layerseg_merge.eval import images
 
     generator = torch.Generator().manual_seed(1)
@@ -93,6 +112,8 @@ def decoder_figures(repeats: int) -> None:
                 name = "Pillow" if images.png_decoder() is None else "kornia-rs"
                 results[name] = {case: (best_ms(lambda f=f, p=p: f(p), repeats), f(p))
                                  for case, (f, p) in cases.items()}
+            # what `layerseg score panoptic` reads: kornia-rs' RGB pixels as they are (no id map)
+            pixels_ms = best_ms(lambda: images.read_panoptic_pixels(root / "panoptic.png"), repeats)
         finally:
             if previous is None:
                 os.environ.pop(images.DECODER_VARIABLE, None)
@@ -100,13 +121,15 @@ def decoder_figures(repeats: int) -> None:
                 os.environ[images.DECODER_VARIABLE] = previous
             images.png_decoder.cache_clear()
     names = list(results)
-    print("decoding, ms per 1024x2048 PNG (best of the repeats): " + "  vs  ".join(names))
+    print(f"decoding, ms per 1024x2048 PNG (wall, best of the repeats; {conditions()}): " + "  vs  ".join(names))
     for case in cases:
         values = [results[n][case] for n in names]
         same = all(v[1].dtype == values[0][1].dtype and np.array_equal(v[1], values[0][1]) for v in values)
         line = "  ".join(f"{n} {v[0]:7.2f}" for n, v in zip(names, values))
         ratio = f"  ({values[0][0] / values[-1][0]:.1f}x)" if len(values) > 1 else ""
         print(f"  {case:40s} {line}{ratio}; identical arrays: {same}")
+    print(f"  {'panoptic PNG -> pixels (read_panoptic_pixels)':40s} {names[-1]} {pixels_ms:7.2f}")
+    return pixels_ms
 
 
 def main() -> None:
@@ -117,23 +140,47 @@ def main() -> None:
     device = pick_device(args.device)
     generator = torch.Generator().manual_seed(0)
     height, width = 1024, 2048
-    label = torch.randint(0, 19, (height, width), generator=generator).to(device)
+    print(f"{height}x{width}, torch device {device}, torch threads {torch.get_num_threads()}; before: {conditions()}")
+    label = torch.randint(0, 19, (height, width), generator=generator)
     label[:16] = 255
-    prediction = torch.randint(0, 19, (height, width), generator=generator).to(device)
+    prediction = torch.randint(0, 19, (height, width), generator=generator)
     semantic = SemanticMetric(19)
-    semantic_ms = timed(lambda: semantic.update(prediction, label), args.repeats, device)
-    label8, prediction8 = label.to(torch.uint8), prediction.to(torch.uint8)
-    semantic8_ms = timed(lambda: semantic.update(prediction8, label8), args.repeats, device)
-    gt = panoptic_image(generator, height, width, device=device)
-    pred = panoptic_image(generator, height, width, device=device)
+    cases = {
+        "semantic, numpy uint8 (decoded PNGs: score)": (semantic.image_stats, prediction.numpy().astype(np.uint8),
+                                                        label.numpy().astype(np.uint8)),
+        "semantic, numpy int64": (semantic.image_stats, prediction.numpy(), label.numpy()),
+        f"semantic, torch int64 on {device} (eval)": (semantic.image_stats, prediction.to(device), label.to(device)),
+    }
+    gt, gt_segments = panoptic_image(generator, height, width)
+    pred, pred_segments = panoptic_image(generator, height, width)
+    speckled = pred.clone()
+    noise = torch.rand(speckled.shape, generator=generator) < 0.5
+    ids = torch.tensor([s.id for s in pred_segments])
+    speckled[noise] = ids[torch.randint(0, len(ids), (int(noise.sum()),), generator=generator)]
     panoptic = PanopticMetric({c: c >= 12 for c in range(1, 20)})
-    panoptic_ms = timed(lambda: panoptic.update(pred[0], pred[1], gt[0], gt[1]), args.repeats, device)
-    print(f"device {device}, {height}x{width}, threads {torch.get_num_threads()}")
-    print(f"semantic update  {semantic_ms:7.2f} ms/image, int64 maps (model argmax; target <= 5 ms on CPU)")
-    print(f"semantic update  {semantic8_ms:7.2f} ms/image, uint8 maps (decoded PNGs)")
-    print(f"panoptic update  {panoptic_ms:7.2f} ms/image ({len(gt[1])} GT / {len(pred[1])} predicted segments; "
-          "target <= 20 ms on CPU)")
-    decoder_figures(args.repeats)
+    flat = (pred.numpy().astype(np.int32), gt.numpy().astype(np.int32))
+    cases |= {
+        "panoptic, numpy int32 ids": (flat[0], flat[1]),
+        "panoptic, numpy RGB pixels (score)": (id_rgb(flat[0]), id_rgb(flat[1])),
+        f"panoptic, torch int64 ids on {device} (eval)": (pred.to(device), gt.to(device)),
+        "panoptic, speckled, numpy RGB pixels": (id_rgb(speckled.numpy()), id_rgb(flat[1])),
+    }
+    figures = {}
+    for name, case in cases.items():
+        if name.startswith("panoptic"):
+            p, g = case
+            work = lambda p=p, g=g: panoptic.image_stats(p, pred_segments, g, gt_segments)  # noqa: E731
+        else:
+            work = lambda f=case[0], p=case[1], g=case[2]: f(p, g)  # noqa: E731
+        figures[name] = timed(work, args.repeats, device)
+        wall, cpu = figures[name]
+        print(f"  {name:48s} {wall:7.2f} ms wall {cpu:7.2f} ms CPU per image")
+    print(f"  ({len(gt_segments)} GT / {len(pred_segments)} predicted segments; after: {conditions()})")
+    decoding = decoder_figures(args.repeats)
+    pixels = figures["panoptic, numpy RGB pixels (score)"][0]
+    print(f"per pair of such panoptic PNGs (layerseg score, {conditions()}): decoding both "
+          f"{2 * decoding:.2f} ms + the per-pixel pass {pixels:.2f} ms (wall): decoding is "
+          f"{100 * 2 * decoding / (2 * decoding + pixels):.0f}% of it")
 
 
 if __name__ == "__main__":

@@ -216,8 +216,9 @@ def _rgb_to_ids(rgb: np.ndarray) -> np.ndarray:
     return ids.reshape(height, width)
 
 
-def read_panoptic_ids(path: Path) -> np.ndarray:
-    """A COCO panoptic PNG as int32 segment ids R + 256 G + 256^2 B (0 = VOID).
+def read_panoptic_pixels(path: Path) -> np.ndarray:
+    """A COCO panoptic PNG as cheaply as ``PanopticMetric`` reads it: the RGB pixels (H, W, 3) uint8 where the
+    fast path decodes it (no id map made), else the ids (H, W) int32 as :func:`read_panoptic_ids` gives them.
 
     Pillow keeps RGB pixels as 4 bytes; dumping them raw as RGBX and masking the
     padding byte gives every id in one copy, without int64 temporaries.
@@ -225,7 +226,7 @@ def read_panoptic_ids(path: Path) -> np.ndarray:
     data = _read(path)
     rgb = _fast_png(data, "RGB")
     if rgb is not None and rgb.size:
-        return _rgb_to_ids(rgb)
+        return rgb
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
@@ -237,6 +238,12 @@ def read_panoptic_ids(path: Path) -> np.ndarray:
         raise _unreadable(path, error) from error
     ids = np.frombuffer(pixels, dtype="<u4").reshape(height, width) & 0xFFFFFF
     return ids.view(np.int32)
+
+
+def read_panoptic_ids(path: Path) -> np.ndarray:
+    """A COCO panoptic PNG as int32 segment ids R + 256 G + 256^2 B (0 = VOID)."""
+    pixels = read_panoptic_pixels(path)
+    return _rgb_to_ids(pixels) if pixels.ndim == 3 else pixels
 
 
 def read_label(path: Path) -> np.ndarray:

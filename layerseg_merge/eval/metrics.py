@@ -79,6 +79,81 @@ class _Arrays:
             return self.xp.add(self.cast(low, dtype), self.cast(high, dtype), alpha=factor)
         return np.multiply(high, factor, dtype=dtype) + low
 
+    def concat(self, first, second):
+        return self.xp.cat((first, second)) if self.is_torch else np.concatenate((first, second))
+
+    def runs(self, first, second, count: int, most: int):
+        """Where runs of equal (``first``, ``second``) keys start among ``count`` pixels, and their lengths (int64);
+        None where there are more than ``most`` runs. The keys (:class:`_Pixels`) stop before the last pixel,
+        which always starts a run.
+
+        One comparison per side and pixel and no per-pixel integer temporary: a pair of panoptic maps of flat
+        regions (a few runs per row) costs about what reading it does.
+        """
+        if self.is_torch:
+            change = self.xp.ones(count, dtype=self.xp.bool, device=self.device)
+            if count > 2:
+                self.xp.ne(first[1:], first[:-1], out=change[1:-1])
+                change[1:-1] |= second[1:] != second[:-1]
+            if int(change.sum()) > most:
+                return None
+            starts = change.nonzero()[:, 0]
+            return starts, self.xp.diff(starts, append=self.new([count], "int64"))
+        change = np.ones(count, dtype=bool) if count <= 2 else np.empty(count, dtype=bool)
+        if count > 2:
+            change[0] = change[-1] = True
+            np.not_equal(first[1:], first[:-1], out=change[1:-1])
+            change[1:-1] |= second[1:] != second[:-1]
+        if np.count_nonzero(change) > most:
+            return None
+        starts = np.flatnonzero(change)
+        return starts, np.diff(starts, append=count)
+
+
+def _is_rgb(array) -> bool:
+    """A panoptic PNG's pixels as decoded: (H, W, 3) uint8, id R + 256 G + 256^2 B."""
+    return array.ndim == 3 and array.shape[-1] == 3 and str(array.dtype).endswith("uint8")
+
+
+class _Pixels:
+    """One side of a panoptic pair in pixel order: keys that change between neighbours wherever the segment id
+    does, and the ids of given pixels.
+
+    An id map's keys are its ids. The RGB bytes of a panoptic PNG (numpy) are read 4 at a time from byte 3k, pixel
+    k's colour and the next pixel's red, so that no id map is made: a key may change where the id does not (a run
+    cut in two, which changes no sum), never the reverse. The last pixel has no key (its 4-byte read would pass the
+    end of the pixels): it always starts a run.
+    """
+
+    def __init__(self, ops: _Arrays, array):
+        self.ops, self.ids = ops, None
+        if _is_rgb(array) and ops.is_torch:  # on a device: the ids, computed there
+            array = ops.cast(array, "int64")
+            array = array[..., 0] + 256 * array[..., 1] + 65536 * array[..., 2]
+        if _is_rgb(array):
+            flat = np.ascontiguousarray(array).reshape(-1)
+            self.count = flat.shape[0] // 3
+            self.keys = np.ndarray((max(self.count - 1, 0),), dtype="<u4", buffer=flat, strides=(3,))
+            red, green, blue = (int(v) for v in flat[-3:]) if self.count else (0, 0, 0)
+            self.last = np.array([red | green << 8 | blue << 16] if self.count else [], dtype=np.uint32)
+        else:
+            self.ids = array.reshape(-1)
+            self.count, self.keys, self.last = self.ids.shape[0], self.ids[:-1], self.ids[-1:]
+
+    def at(self, starts):
+        """The ids at ``starts``, run starts in order, the last pixel last."""
+        keys = self.keys[starts[:-1]]
+        return self.ops.concat(keys if self.ids is not None else keys & 0xFFFFFF, self.last)
+
+    def every(self):
+        """Every pixel's id."""
+        if self.ids is not None:
+            return self.ids
+        ids = np.empty(self.count, dtype=np.uint32)
+        np.bitwise_and(self.keys, 0xFFFFFF, out=ids[:-1])
+        ids[-1:] = self.last
+        return ids
+
 
 def _first(mask) -> int:
     """Index of the first True of a 1-D mask (numpy or torch)."""
@@ -87,6 +162,18 @@ def _first(mask) -> int:
 
 def _to_numpy(array) -> np.ndarray:
     return array if isinstance(array, np.ndarray) else array.detach().cpu().numpy()
+
+
+def _on_cpu(array) -> bool:
+    """Whether ``array`` is a torch tensor in CPU memory: the kernels run on numpy views of those. torch's CPU
+    ``bincount`` and ``nonzero`` took 1.3-4x numpy's time with one thread, 10-30x with two beside other work
+    (2 cores, load 1.7-2; benchmarks/score_speed.py)."""
+    return not isinstance(array, np.ndarray) and array.device.type == "cpu"
+
+
+def _as_torch(array):
+    """A numpy result as a CPU tensor (no copy)."""
+    return sys.modules["torch"].from_numpy(np.ascontiguousarray(array))
 
 
 def _distributed() -> bool:
@@ -208,6 +295,8 @@ class SemanticMetric(SummedMetric):
         if tuple(prediction.shape) != tuple(label.shape):
             raise LabelError(f"{name}: prediction shape {tuple(prediction.shape)} != label shape "
                              f"{tuple(label.shape)}")
+        if _on_cpu(prediction):
+            return _as_torch(self.image_stats(_to_numpy(prediction), _to_numpy(label), name, defer))
         ops = _Arrays(prediction)
         label, prediction = ops.adopt(label).reshape(-1), prediction.reshape(-1)
         if self.num_classes <= 256 and 0 <= self.ignore_index < 256:
@@ -301,6 +390,7 @@ class PanopticStats:
 
 
 _LOOKUP: dict[str, object] = {}  # per device: an int32 table over the 24-bit id space, reused across images
+_RUNS_PER_PIXEL = 0.5  # up to this share of runs (about where it stops paying), one value per run is read
 
 
 class PanopticMetric(SummedMetric):
@@ -331,12 +421,12 @@ class PanopticMetric(SummedMetric):
     iou = property(lambda self: self.state[3])
 
     def _table(self, ops: _Arrays, ids, segments: Sequence[Segment], name: str, side: str):
-        """Compact index per pixel (0 = VOID), and per index: category, crowd; the keys.
+        """Index per value (0 = not in the JSON, 1 = VOID, k + 1 = the k-th segment), and per segment index
+        (0 = VOID): category, crowd; the keys.
 
-        Segment ids are mapped through a lookup table over the 24-bit id space
-        (kept between images), so no sort of the pixels is needed.
+        ``ids``: the segment id of each run or pixel (1-D, in pixel order). They are mapped through a lookup
+        table over the 24-bit id space (kept between images), so no sort is needed.
         """
-        ids = ids.reshape(-1)
         if ids.shape[0]:
             low, high = int(ids.min()), int(ids.max())
             if low < 0 or high >= ID_SPACE:
@@ -359,10 +449,6 @@ class PanopticMetric(SummedMetric):
             ids = ops.cast(ids, "int64")
         index = ops.take(table, ids)  # int32: the joint index below stays int32 too
         table[key_array] = 0
-        if index.shape[0] and int(index.min()) == 0:
-            raise LabelError(f"{name}: {side} PNG has segment id {int(ids[_first(index == 0)])} with no entry "
-                             "in the JSON")
-        index -= 1  # compact index: 0 = VOID, k = the k-th segment
         category = ops.new([-1] + [s.category_id for s in segments], "int64")
         crowd = ops.new([False] + [bool(s.iscrowd) for s in segments], "bool")
         return index, category, crowd, keys
@@ -379,17 +465,42 @@ class PanopticMetric(SummedMetric):
 
     def image_stats(self, pred_ids, pred_segments: Sequence[Segment], gt_ids, gt_segments: Sequence[Segment],
                     name: str = "<image>") -> PanopticStats:
-        """One image's TP/FP/FN/IoU sums, in the namespace (and on the device) of ``pred_ids``."""
-        if tuple(pred_ids.shape) != tuple(gt_ids.shape):
-            raise LabelError(f"{name}: prediction shape {tuple(pred_ids.shape)} != ground truth shape "
-                             f"{tuple(gt_ids.shape)}")
+        """One image's TP/FP/FN/IoU sums, in the namespace (and on the device) of ``pred_ids``.
+
+        Each map holds ids (H, W) or a panoptic PNG's RGB pixels (H, W, 3) uint8 (``images.read_panoptic_pixels``).
+        """
+        pred_shape, gt_shape = (tuple(a.shape[:2] if _is_rgb(a) else a.shape) for a in (pred_ids, gt_ids))
+        if pred_shape != gt_shape:
+            raise LabelError(f"{name}: prediction shape {pred_shape} != ground truth shape {gt_shape}")
+        if _on_cpu(pred_ids):
+            stats = self.image_stats(_to_numpy(pred_ids), pred_segments, _to_numpy(gt_ids), gt_segments, name)
+            return PanopticStats(*(_as_torch(a) for a in (stats.tp, stats.fp, stats.fn, stats.iou)),
+                                 area_mismatches=stats.area_mismatches)
         ops = _Arrays(pred_ids)
         xp = ops.xp
-        g_idx, g_cat, g_crowd, g_keys = self._table(ops, ops.adopt(gt_ids), gt_segments, name, "ground-truth")
+        gt, pred = _Pixels(ops, ops.adopt(gt_ids)), _Pixels(ops, pred_ids)
+        # The per-pixel work: where the (GT id, predicted id) pair changes. Every pixel of a run has its first
+        # pixel's ids, so the checks, the lookups and the intersections below read one value per run. Maps of
+        # flat regions have a few runs per row; where runs are not much fewer than pixels (speckled maps), each
+        # pixel is read as it is (the same sums, without the gathers).
+        runs = ops.runs(gt.keys, pred.keys, gt.count, most=int(_RUNS_PER_PIXEL * gt.count))
+        if runs is None:
+            gt_ids, pred_ids, lengths = gt.every(), pred.every(), None
+        else:
+            starts, lengths = runs
+            gt_ids, pred_ids, lengths = gt.at(starts), pred.at(starts), ops.cast(lengths, "float64")
+        g_idx, g_cat, g_crowd, g_keys = self._table(ops, gt_ids, gt_segments, name, "ground-truth")
         p_idx, p_cat, _, p_keys = self._table(ops, pred_ids, pred_segments, name, "predicted")
         kg, kp = len(g_keys), len(p_keys)
-        joint = ops.weighted_sum(g_idx, p_idx, kp, "int32" if kg * kp < 2**31 else "int64")
-        inter = ops.cast(xp.bincount(joint, minlength=kg * kp).reshape(kg, kp), "float64")
+        cells = (kg + 1) * (kp + 1)  # row and column 0: ids with no entry in the JSON
+        joint = ops.weighted_sum(g_idx, p_idx, kp + 1, "int32" if cells < 2**31 else "int64")
+        inter = ops.cast(xp.bincount(joint, weights=lengths, minlength=cells).reshape(kg + 1, kp + 1), "float64")
+        for unknown, index, ids, side in ((inter[0].sum(), g_idx, gt_ids, "ground-truth"),
+                                          (inter[:, 0].sum(), p_idx, pred_ids, "predicted")):
+            if bool(unknown > 0):  # in pixel order: the first pixel holding such an id
+                raise LabelError(f"{name}: {side} PNG has segment id {int(ids[_first(index == 0)])} with no "
+                                 "entry in the JSON")
+        inter = inter[1:, 1:]
         g_area, p_area = inter.sum(1), inter.sum(0)
         mismatches = []
         for area, keys, segments, side in ((g_area, g_keys, gt_segments, "ground-truth"),

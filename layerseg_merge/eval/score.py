@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
-import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from layerseg_merge.eval.coco_json import read_coco_panoptic
-from layerseg_merge.eval.images import IMAGE_SUFFIXES, DatasetError, read_label, read_panoptic_ids
+from layerseg_merge.eval.images import IMAGE_SUFFIXES, DatasetError, read_label, read_panoptic_pixels
 from layerseg_merge.eval.metrics import PanopticMetric, Segment, SemanticMetric
 
 
@@ -78,7 +77,10 @@ def _parallel(function: Callable, items: list, workers: int, progress: bool) -> 
 
 
 def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
+    """The cores this process may use (affinity mask, cgroup quota), at most 4."""
+    from layerseg_merge.io.cpus import usable_cores
+
+    return min(4, usable_cores()[0])
 
 
 def _semantic_pair(pair: tuple[str, Path, Path], num_classes: int, ignore_index: int):
@@ -121,8 +123,8 @@ def _panoptic_pair(pair: tuple[dict, dict], gt_folder: Path, pred_folder: Path, 
     gt, pred = pair
     gt_png, pred_png = gt_folder / gt["file_name"], pred_folder / pred["file_name"]
     stats = PanopticMetric(categories).image_stats(
-        read_panoptic_ids(pred_png), _segments(pred_png, pred["segments_info"]),
-        read_panoptic_ids(gt_png), _segments(gt_png, gt["segments_info"]), name=gt["file_name"])
+        read_panoptic_pixels(pred_png), _segments(pred_png, pred["segments_info"]),
+        read_panoptic_pixels(gt_png), _segments(gt_png, gt["segments_info"]), name=gt["file_name"])
     return gt["file_name"], stats
 
 

@@ -272,6 +272,81 @@ def test_eval_with_no_flags_scores_as_the_reference(daformer, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["mIoU"] == pytest.approx(miou, abs=1e-9)
 
 
+def labelled_folder(folder, sizes, seed):
+    """A folder: dataset of textured images with random labels (10% ignored)."""
+    rng = np.random.default_rng(seed)
+    for index, size in enumerate(sizes):
+        label = rng.integers(0, 19, size).astype(np.uint8)
+        label[rng.random(size) < 0.1] = 255
+        for sub, array in (("images", textured(*size, seed=seed + index)), ("labels", label)):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(folder / sub / f"{index}.png")
+    return folder
+
+
+@pytest.mark.parametrize("model", ["daformer", "hrda"])
+def test_eval_test_scale_runs_the_pipeline_at_that_scale(request, model, tmp_path):
+    """`eval --test-scale W,H`: mmseg's pipeline with that img_scale, as the reference computes it; the imported
+    scale is untouched, the report and the card record the scale, a note says it leaves the protocol."""
+    out, state = request.getfixturevalue(model)[:2]
+    scale, imported = ((48, 24), DAFORMER_SCALE) if model == "daformer" else ((96, 48), HRDA_SCALE)
+    text = f"{scale[0]},{scale[1]}"
+    folder = labelled_folder(tmp_path / "data", [(54, 96), (64, 128)], seed=50)
+    args = {"inference": HRDA_SMALL} if model == "hrda" else {}
+    for index in range(2):
+        image = np.array(Image.open(folder / "images" / f"{index}.png"))
+        want = reference_logits(model, state, image, scale, **args)
+        assert not torch.equal(want.argmax(1), reference_logits(model, state, image, imported, **args).argmax(1))
+        from layerseg_merge.eval.inference import Segmenter
+        from layerseg_merge.eval.options import InferenceOptions
+
+        segmenter = Segmenter(out, InferenceOptions("cpu", test_scale=scale))
+        with torch.no_grad():
+            got = segmenter.logits(torch.from_numpy(image).permute(2, 0, 1)[None], [image.shape[:2]])
+        assert_same_prediction(got, want)
+    result = run("eval", out, "--data", f"folder:{folder}", "--device", "cpu", "--workers", "0", "--test-scale",
+                 text, "--out", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    assert f"--test-scale {text}: the test img_scale replaces the imported model's" in result.output
+    pipeline = json.loads((tmp_path / "r.json").read_text())["provenance"]["pipeline"]
+    assert pipeline["test_scale"] == list(scale) and pipeline["mmseg"]["test_pipeline"]["img_scale"] == list(scale)
+    assert f"img_scale from --test-scale (was {list(imported)})" in pipeline["mmseg"]["test_pipeline"]["source"]
+    settings = json.loads((out / "config.json").read_text())["layerseg_mmseg"]
+    assert settings["test_pipeline"]["img_scale"] == list(imported)  # the model is not changed
+
+
+def test_test_scale_results_on_the_card_are_apart(daformer, tmp_path):
+    import shutil
+
+    import yaml
+
+    out = shutil.copytree(daformer[0], tmp_path / "model")
+    folder = labelled_folder(tmp_path / "data", [(54, 96)], seed=60)
+    for extra in ([], ["--test-scale", "48,24"]):
+        result = run("eval", out, "--data", f"folder:{folder}", "--device", "cpu", "--workers", "0", "--card", *extra)
+        assert result.exit_code == 0, result.output
+    card = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    datasets = {r["dataset"]["name"]: (r["dataset"].get("config"), r["dataset"].get("args"), len(r["metrics"]))
+                for r in card["model-index"][0]["results"]}
+    scaled = ("test-scale-48x24", {"images": 1, "test_scale": [48, 24]}, 3)
+    assert datasets == {"data (1 image)": (None, {"images": 1}, 3), "data, test scale 48x24 (1 image)": scaled}
+
+
+def test_test_scale_is_refused_where_it_means_nothing(tmp_path):
+    from helpers import save_model, tiny_segformer_config
+    from transformers import SegformerForSemanticSegmentation
+
+    folder = labelled_folder(tmp_path / "data", [(32, 32)], seed=70)
+    model = save_model(SegformerForSemanticSegmentation, tiny_segformer_config(num_labels=19), tmp_path / "sf", 0)
+    assert_one_line_error(run("eval", model, "--data", f"folder:{folder}", "--device", "cpu", "--test-scale",
+                              "48,24"), "--test-scale sets the mmseg test pipeline of imported DAFormer/HRDA/MIC",
+                          "drop --test-scale")
+    for value, message in (("0,5", "--test-scale 0,5: each side must be a whole number of pixels from 1 to 16384"),
+                           ("48", "--test-scale 48: use W,H, e.g. 1024,512")):
+        result = run("eval", model, "--data", f"folder:{folder}", "--test-scale", value)
+        assert_one_line_error(result, message)
+
+
 def test_daformer_slide_from_its_config(tmp_path):
     checkpoint, data = small_checkpoint(tmp_path, "daformer", seed=8)
     config = {"model": {"test_cfg": {"mode": "slide", "crop_size": [32, 32], "stride": [24, 24]}},

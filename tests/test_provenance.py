@@ -40,7 +40,7 @@ def test_a_report_records_what_it_measured(tmp_path, segformers):
                                  "subset": None}
     assert record["pipeline"] == {"task": "semantic", "device": "cpu", "amp": "off", "slide": [32, 24],
                                   "preprocess": "auto", "preprocessing": "device", "batch_size": 2, "compile": False,
-                                  "processes": 1, "mmseg": None}
+                                  "processes": 1, "mmseg": None, "test_scale": None}
     assert record["versions"]["layerseg-merge"] == version("layerseg-merge")
     assert record["versions"]["mergekit"] == version("mergekit") and record["versions"]["torch"] == torch.__version__
     age = datetime.datetime.now(datetime.UTC) - datetime.datetime.fromisoformat(record["date"])

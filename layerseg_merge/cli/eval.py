@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from layerseg_merge.cli.options import data_options, inference_options, sharing_cores, threads_option
+from layerseg_merge.cli.options import (
+    data_options,
+    inference_options,
+    note_test_scale,
+    sharing_cores,
+    threads_option,
+)
 from layerseg_merge.cli.reporting import reported
 from layerseg_merge.eval.datasets import KINDS, split_readers
 from layerseg_merge.eval.options import DataOptions, InferenceOptions
@@ -102,6 +108,7 @@ def eval_command(model, on: DataOptions, task, infer: InferenceOptions, classes,
     model_card = str(Path(model) / "README.md")
     if card:  # the one file of MODEL this command may write
         _run(lambda: check_writable_file(model_card, inputs=data_paths))
+    note_test_scale(infer)
     with reported("evaluation"), sharing_cores(on, infer.device, threads) as on:
         report = evaluate(model, on, task, infer, classes=int(classes), show_dir=show_dir, show=show)
     timing = report.pop("timing")

@@ -4,24 +4,8 @@ from __future__ import annotations
 
 import click
 
+from layerseg_merge.cli.options import parse_test_scale
 from layerseg_merge.cli.reporting import reported
-
-
-def _test_scale(value: str | None) -> tuple[int, int] | None:
-    """``--test-scale W,H``, checked before the checkpoint is read."""
-    if value is None:
-        return None
-    from layerseg_merge.formats.mmseg_config import ConfigError, checked_test_scale
-
-    try:
-        width, height = (int(v) for v in value.split(","))
-    except ValueError:
-        raise click.ClickException(f"--test-scale {value}: use W,H, e.g. 1024,512") from None
-    try:
-        checked_test_scale((width, height), value)
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
-    return width, height
 
 
 @click.group("import")
@@ -58,7 +42,7 @@ def import_mmseg(checkpoint: str, out: str, weights: str, num_heads: str | None,
         heads = tuple(int(v) for v in num_heads.split(",")) if num_heads else None
         if heads is not None and len(heads) != 4:
             raise click.ClickException("--num-heads takes 4 numbers, e.g. 1,2,5,8")
-        scale = _test_scale(test_scale)
+        scale = parse_test_scale(test_scale)
         imported = convert(checkpoint, weights, heads, config_file, scale)
         click.echo(f"found {imported.found.describe()} ({weights}, {imported.prefix or 'unprefixed '}* weights)",
                    err=True)
@@ -83,8 +67,9 @@ def export_group() -> None:
 def export_mmseg(model: str, out: str, overwrite: bool) -> None:
     """Write an imported (or merged) model back as an mmseg checkpoint: {meta, state_dict} with model.* keys.
 
-    Original names (attn.kv re-joined) and the imported meta; loadable with torch.load(weights_only=True)
-    and by the DAFormer / HRDA / MIC / EDAPS repositories' tools/test.py.
+    Original names (attn.kv re-joined) and the imported meta; a merge keeps its anchor's meta without that run's
+    seed, iteration and environment, and records meta['layerseg_merge']: its recipe, inputs, anchor and versions.
+    Loadable with torch.load(weights_only=True) and by the DAFormer / HRDA / MIC / EDAPS repositories' tools/test.py.
     """
     with reported("export"):
         import torch

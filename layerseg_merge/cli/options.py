@@ -65,8 +65,36 @@ def _slide(value: str | None) -> tuple[int, int] | None:
     return crop, stride
 
 
-def _inference(slide: str | None = None, compile_model: bool = False, **values) -> InferenceOptions:
-    return InferenceOptions(slide=_slide(slide), compile=compile_model, **values)
+def parse_test_scale(value: str | None) -> tuple[int, int] | None:
+    """``--test-scale W,H`` as two checked sizes (import and eval), before any checkpoint is read."""
+    if value is None:
+        return None
+    from layerseg_merge.eval.pipeline_sizes import PipelineError, checked_test_scale
+
+    try:
+        width, height = (int(v) for v in value.split(","))
+    except ValueError:
+        raise click.ClickException(f"--test-scale {value}: use W,H, e.g. 1024,512") from None
+    try:
+        return checked_test_scale((width, height), value)
+    except PipelineError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def note_test_scale(infer: InferenceOptions) -> None:
+    """Say, before the work, that ``--test-scale`` leaves the paper's protocol (the report records it)."""
+    import os
+
+    if infer.test_scale is not None and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 says it
+        width, height = infer.test_scale
+        click.echo(f"--test-scale {width},{height}: the test img_scale replaces the imported model's; the numbers "
+                   "are not those of its paper's protocol (the report's provenance records the scale)", err=True)
+
+
+def _inference(slide: str | None = None, compile_model: bool = False, test_scale: str | None = None,
+               **values) -> InferenceOptions:
+    return InferenceOptions(slide=_slide(slide), compile=compile_model, test_scale=parse_test_scale(test_scale),
+                            **values)
 
 
 def inference_options(batch_size: int, *, device_help: str | None = None, batch_help: str | None = None,
@@ -85,8 +113,11 @@ def inference_options(batch_size: int, *, device_help: str | None = None, batch_
                          "processors); processor: the transformers image processor on the CPU"),
             click.option("--compile", "compile_model", is_flag=True,
                          help="torch.compile the model (one static shape per batch; falls back to eager with a "
-                         "message)")]
-    names = ("device", "batch_size", "amp", "slide", "preprocess", "compile_model")
+                         "message)"),
+            click.option("--test-scale", metavar="W,H", default=None,
+                         help="imported DAFormer/HRDA/MIC models: the test img_scale instead of the imported one, for "
+                         "data far from its size; leaves the paper's protocol (recorded in the report)")]
+    names = ("device", "batch_size", "amp", "slide", "preprocess", "compile_model", "test_scale")
     return gathered("infer", names, _inference, options)
 
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from layerseg_merge.cli.options import data_options, inference_options, sharing_cores, threads_option
+from layerseg_merge.cli.options import (
+    data_options,
+    inference_options,
+    note_test_scale,
+    sharing_cores,
+    threads_option,
+)
 from layerseg_merge.cli.reporting import reported
 from layerseg_merge.cli.tools import _ranks_joined
 from layerseg_merge.eval.datasets import KINDS
@@ -39,6 +45,7 @@ def predict_command(model, on: DataOptions, task, form, infer: InferenceOptions,
     --format cityscapes). Under torchrun each process writes its own images and rank 0 the JSON files and the
     archive. OUT appears in one step: an interrupted run leaves the previous output or none.
     """
+    note_test_scale(infer)
     with reported("prediction"), _ranks_joined(), sharing_cores(on, infer.device, threads) as on:
         from layerseg_merge.eval.predict import predict
 

@@ -140,6 +140,10 @@ class Segmenter:
         self.universal = info.universal
         self.device = pick_device(infer.device)
         self.mmseg_pipeline = None  # DAFormer / HRDA: mmseg's test pipeline instead of the image processor
+        if infer.test_scale is not None and not info.imported_heads:
+            raise ValueError(f"{model_dir}: --test-scale sets the mmseg test pipeline of imported DAFormer/HRDA/MIC "
+                             "models; this model resizes as its preprocessor_config.json says: drop --test-scale, or "
+                             "change the processor's size there")
         if info.imported_heads:
             if info.mmseg_kind == "hrda" and slide is not None:
                 raise ValueError(f"{model_dir}: HRDA/MIC models slide as their config says (layerseg_mmseg.inference "
@@ -151,6 +155,10 @@ class Segmenter:
         self.model = load_model(model_dir, tensors, info).to(self.device)
         if info.imported_heads:  # after the load, which refuses an EDAPS model with its own message
             self.mmseg_pipeline = pipeline_settings(info.mmseg, str(model_dir / "config.json"))
+            if infer.test_scale is not None:  # leaves the paper's protocol: the report's provenance shows it
+                self.mmseg_pipeline = {**self.mmseg_pipeline, "img_scale": list(infer.test_scale),
+                                       "source": f"{self.mmseg_pipeline['source']}, img_scale from --test-scale "
+                                       f"(was {self.mmseg_pipeline['img_scale']})"}
         if not (model_dir / "preprocessor_config.json").exists():
             raise FileNotFoundError(
                 f"{model_dir}: no preprocessor_config.json; save the model's image processor with "

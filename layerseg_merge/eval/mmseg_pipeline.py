@@ -28,12 +28,20 @@ released one, HRDA's 2048 x 1024, where the float32 logits of 19 classes alone t
 from __future__ import annotations
 
 import math
-import reprlib
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from layerseg_merge.eval.pipeline_sizes import (  # noqa: F401 (MAX_PIXELS, MAX_SIDE, size_problem: re-exported)
+    MAX_PIXELS,
+    MAX_SIDE,
+    PipelineError,
+    checked_size,
+    shown,
+    size_problem,
+)
 
 # The papers' img_norm_cfg (every released config): ImageNet mean/std on the 0-255 scale, to_rgb=True.
 MMSEG_MEAN, MMSEG_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
@@ -42,55 +50,9 @@ MMSEG_MEAN, MMSEG_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 RELEASED_SCALES = {"daformer": (1024, 512), "hrda": (2048, 1024)}
 PIPELINE_KEYS = {"img_scale", "keep_ratio", "resize", "mean", "std", "source"}
 _COEF_BITS = 11  # OpenCV INTER_RESIZE_COEF_BITS
-MAX_SIDE, MAX_PIXELS = 16384, 1 << 26  # the bounds of a size (see the module docstring)
 # What to do about a bad setting in config.json: the released settings, or a new import.
 EVAL_FIX = ("edit config.json or import the checkpoint again (released: img_scale [1024, 512] for DAFormer, "
             "[2048, 1024] for HRDA/MIC; HRDA/MIC windows crop 1024, stride 512, hr_crop 512, hr_stride 256)")
-
-
-class PipelineError(ValueError):
-    """A ``test_pipeline`` setting that cannot be followed; the message names it."""
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def size_problem(value, sides: int = 2, window: bool = True) -> str | None:
-    """Why ``value`` is not a size the test pipeline runs at (None: it is).
-
-    ``sides`` 2: [W, H]; 1: one number (a square window's side, a stride). Each side a whole number of
-    pixels from 1 to ``MAX_SIDE``; with ``window`` the network input it makes (W x H, side x side) at
-    most ``MAX_PIXELS``.
-    """
-    if sides == 1:
-        values = [value]
-    elif isinstance(value, list | tuple) and len(value) == sides:
-        values = list(value)
-    else:
-        return f"must be {sides} whole numbers of pixels"
-    if not all(_whole(v) and 1 <= v <= MAX_SIDE for v in values):
-        return f"{'each side ' if sides > 1 else ''}must be a whole number of pixels from 1 to {MAX_SIDE}"
-    pixels = math.prod(values) if sides > 1 else values[0] ** 2
-    if window and pixels > MAX_PIXELS:
-        return f"a network input of {pixels} px is more than layerseg runs ({MAX_PIXELS} px, 8192 x 8192)"
-    return None
-
-
-def shown(value) -> str:
-    """``value`` as a message shows it: its repr, shortened (a long list, a huge number)."""
-    return reprlib.repr(value)
-
-
-def checked_size(value, name: str, fix: str, sides: int = 2, window: bool = True, text: str | None = None) -> list[int]:
-    """``value`` as ``sides`` pixel sizes (see :func:`size_problem`); else a PipelineError.
-
-    The message: ``{name} {text or value}: {problem}; {fix}``, ``name`` being the file and key (or the option).
-    """
-    problem = size_problem(value, sides, window)
-    if problem:
-        raise PipelineError(f"{name} {text or shown(value)}: {problem}; {fix}")
-    return [value] if sides == 1 else list(value)
 
 
 def check_inference(inference: dict, where: str, names: dict[str, str], fix: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from layerseg_merge.eval.pipeline_sizes import checked_test_scale
+
 AMP_MODES = ("off", "bf16", "fp16")
 PREPROCESS_MODES = ("auto", "device", "processor")
 
@@ -50,7 +52,8 @@ class DataOptions:
 class InferenceOptions:
     """How to infer: the device (``auto``: CUDA when available), images per forward pass (and crops per forward
     pass with ``slide``), autocast, sliding windows (CROP, STRIDE) in pixels, where to preprocess
-    (:mod:`layerseg_merge.eval.preprocess`) and whether to ``torch.compile`` the model."""
+    (:mod:`layerseg_merge.eval.preprocess`), whether to ``torch.compile`` the model, and ``test_scale`` (w, h): the
+    mmseg test img_scale of an imported DAFormer/HRDA/MIC model instead of its own (None: its own)."""
 
     device: str = "auto"
     batch_size: int = 4
@@ -58,6 +61,7 @@ class InferenceOptions:
     slide: tuple[int, int] | None = None
     preprocess: str = "auto"
     compile: bool = False
+    test_scale: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not _whole(self.batch_size) or self.batch_size < 1:
@@ -70,6 +74,8 @@ class InferenceOptions:
             object.__setattr__(self, "slide", _windows(self.slide))
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile must be True or False, not {self.compile!r}")
+        if self.test_scale is not None:
+            object.__setattr__(self, "test_scale", checked_test_scale(self.test_scale))
 
 
 def _windows(slide) -> tuple[int, int]:

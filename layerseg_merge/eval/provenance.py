@@ -83,7 +83,8 @@ def pipeline_record(segmenter: Segmenter, task: str, infer: InferenceOptions, wo
     return {"task": task, "device": str(segmenter.device), "amp": infer.amp,
             "slide": list(infer.slide) if infer.slide else None, "preprocess": infer.preprocess,
             "preprocessing": "mmseg" if mmseg else ("device" if segmenter.fast else "processor"),
-            "batch_size": infer.batch_size, "compile": infer.compile, "processes": world, "mmseg": mmseg}
+            "batch_size": infer.batch_size, "compile": infer.compile, "processes": world, "mmseg": mmseg,
+            "test_scale": list(infer.test_scale) if infer.test_scale is not None else None}
 
 
 def provenance(model_dir: str | Path, on: DataOptions, task: str, infer: InferenceOptions, report: dict,

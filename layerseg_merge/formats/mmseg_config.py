@@ -23,6 +23,7 @@ import math
 import sys
 from pathlib import Path
 
+from layerseg_merge.eval import pipeline_sizes
 from layerseg_merge.eval.mmseg_pipeline import (
     PipelineError,
     check_inference,
@@ -235,15 +236,11 @@ def inference_from_config(config: dict, kind: str, where: str, notes: list[str],
     return inference
 
 
-TEST_SCALE_FIX = "give W,H in pixels, e.g. 1024,512"
-
-
 def checked_test_scale(test_scale, text: str | None = None) -> list[int]:
-    """``--test-scale`` (w, h) as a checked img_scale; ``text``: as the user wrote it."""
-    if text is None and isinstance(test_scale, list | tuple):
-        text = ",".join(map(str, test_scale))
+    """``--test-scale`` (w, h) as a checked img_scale (:func:`pipeline_sizes.checked_test_scale`); ``text``: as the
+    user wrote it."""
     try:
-        return checked_size(test_scale, "--test-scale", TEST_SCALE_FIX, text=text)
+        return list(pipeline_sizes.checked_test_scale(test_scale, text))
     except PipelineError as error:
         raise ConfigError(str(error)) from None
 

@@ -137,6 +137,19 @@ def test_card_says_how_many_images_and_a_rerun_replaces_the_result(tmp_path):
                      ("Cityscapes (500 images)", "val"): {"mIoU": 62.5, "aAcc": 75.0, "mAcc": 62.5}}
 
 
+def test_two_folders_keep_their_own_names_and_numbers(tmp_path):
+    """huggingface_hub groups results by task, type, config and split: two folder: datasets (one type) must not
+    merge under the first one's name; a rerun on either replaces its own result."""
+    from layerseg_merge.eval.card_results import add_eval_result
+
+    for spec, miou in (("folder:/d/day", 0.5), ("folder:/d/night", 0.25), ("folder:/d/night", 0.125)):
+        add_eval_result(tmp_path, SEMANTIC | {"mIoU": miou}, spec, "val")
+    values = {(r["dataset"]["name"], r["dataset"].get("config")): {m["name"]: m["value"] for m in r["metrics"]}
+              for r in results(tmp_path)}
+    assert values == {("day", None): {"mIoU": 50.0, "aAcc": 75.0, "mAcc": 62.5},
+                      ("night", "night"): {"mIoU": 12.5, "aAcc": 75.0, "mAcc": 62.5}}
+
+
 def test_card_names_a_class_subset_average(tmp_path):
     from layerseg_merge.eval.card_results import add_eval_result
 

@@ -30,6 +30,17 @@ def _measure(result: EvalResult) -> dict:
         "dataset_name": _COUNTED.sub("", result.dataset_name)}
 
 
+def _keep_apart(new: list[EvalResult], present: list[EvalResult]) -> None:
+    """Give ``new`` results their dataset name as config where a present result of another dataset name has their
+    task, dataset type, config and split: huggingface_hub writes results grouped by those, under the first one's
+    name, so two ``folder:`` datasets would read as one."""
+    names = {r.unique_identifier: _COUNTED.sub("", r.dataset_name) for r in present}
+    for result in new:
+        name = _COUNTED.sub("", result.dataset_name)
+        if names.get(result.unique_identifier, name) != name:
+            result.dataset_config = ",".join(filter(None, (result.dataset_config, name)))
+
+
 def add_eval_result(model_dir: str | Path, report: dict, data: str, split: str) -> Path:
     """Add (or replace) the report's card metrics as ``model-index`` results in ``model_dir``'s card.
 
@@ -37,9 +48,11 @@ def add_eval_result(model_dir: str | Path, report: dict, data: str, split: str) 
     mIoU, aAcc, mAcc or PQ, SQ, RQ; over a class subset the names say so, mIoU16). The dataset entry
     records what was read: the split only for kinds that read one, the ACDC conditions or Mapillary's id
     table as its config, and, from the report's provenance, the number of images scored, in its name
-    (``Cityscapes (8 images)``) and as ``args: {images: 8}`` (model-index has no field for it). A result for the
-    same task, dataset, config, split and metric is replaced, whatever its image count. A card is created when
-    the model has none.
+    (``Cityscapes (8 images)``) and as ``args: {images: 8}`` (model-index has no field for it); an ``eval
+    --test-scale`` result names its scale (``Cityscapes, test scale 256x128``, config ``test-scale-256x128``), apart
+    from the protocol's. A result
+    for the same task, dataset, config, split and metric is replaced, whatever its image count. A card is created
+    when the model has none.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -56,14 +69,22 @@ def add_eval_result(model_dir: str | Path, report: dict, data: str, split: str) 
         metadata = ModelCardData(library_name=library_name(info), pipeline_tag="image-segmentation")
         card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n# {name}\n{loading_section(info, name)}")
     dataset_type, dataset_name, dataset_config = card_dataset(data)
-    images = ((report.get("provenance") or {}).get("data") or {}).get("images")
+    provenance = report.get("provenance") or {}
+    images = (provenance.get("data") or {}).get("images")
+    scale = (provenance.get("pipeline") or {}).get("test_scale")
+    if scale:  # not the paper's protocol: a result of its own, which says so. huggingface_hub groups results by
+        # task, dataset type, config and split (not name or args): the config keeps them apart on the card
+        dataset_name = f"{dataset_name}, test scale {scale[0]}x{scale[1]}"
+        dataset_config = ",".join(filter(None, (dataset_config, f"test-scale-{scale[0]}x{scale[1]}")))
+    args = {key: value for key, value in (("images", images), ("test_scale", scale)) if value is not None}
     task = f"{task_of(report)}-segmentation"
     new = [EvalResult(task_type=task, task_name=task.replace("-", " ").capitalize(), dataset_type=dataset_type,
                       dataset_name=counted(dataset_name, images), dataset_config=dataset_config,
                       dataset_split=evaluated_split(data, split),
-                      dataset_args={"images": images} if images is not None else None, metric_type=metric_type,
+                      dataset_args=args or None, metric_type=metric_type,
                       metric_name=name, metric_value=round(100 * value, 2))
            for name, metric_type, value in card_metrics(report) if value is not None]
+    _keep_apart(new, card.data.eval_results or [])
     measures = [_measure(n) for n in new]
     kept = [r for r in card.data.eval_results or [] if _measure(r) not in measures]
     card.data.eval_results = kept + new

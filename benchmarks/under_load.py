@@ -50,8 +50,9 @@ def layerseg(*args: str) -> float:
         if " candidates, " in line and " s each" in line:  # sweep
             count, each = line.split(" candidates, ")
             return int(count) * float(each.split(" s each")[0])
-        if " images in " in line and " s on " in line:  # eval
-            return float(line.split(" images in ")[1].split(" s on ")[0])
+        if " images in " in line and " img/s" in line:  # eval: its rate (the seconds are printed to 0.1 s)
+            images = int(line.split(" images in ")[0].split()[-1])
+            return images / float(line.split(" img/s")[0].split("(")[-1])
     return wall
 
 
@@ -91,12 +92,13 @@ def measure(rounds: int, candidates: int) -> dict:
             hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(n if condition == "loaded" else 0)]
             try:
                 time.sleep(2 if hogs else 0)
-                load = os.getloadavg()[0]
                 for name, (build, units, unit) in table.items():
                     for setting, extra in settings.items():
                         if name == "score" and setting == "before":
                             continue  # score runs numpy workers, no torch threads: one setting
+                        before = os.getloadavg()[0]
                         best = min(layerseg(*build(extra)) for _ in range(rounds))
+                        load = f"{before:.1f}-{os.getloadavg()[0]:.1f}"  # 1-minute load average before and after
                         results[(name, setting, condition)] = (best / units, unit, load)
             finally:
                 for hog in hogs:
@@ -119,7 +121,7 @@ def main() -> None:
         if condition != "quiet":
             continue
         loaded, _, loaded_load = results[(name, setting, "loaded")]
-        print(f"| {name} ({unit}) | {setting} | {seconds:.3f} ({load:.1f}) | {loaded:.3f} ({loaded_load:.1f}) | "
+        print(f"| {name} ({unit}) | {setting} | {seconds:.3f} ({load}) | {loaded:.3f} ({loaded_load}) | "
               f"{loaded / seconds:.1f}x |")
     print(json.dumps({f"{k[0]}/{k[1]}/{k[2]}": v[0] for k, v in results.items()}))
 
